@@ -1,0 +1,328 @@
+"""Canonical ops: the vocabulary of the IR, each defined once by a torch reference.
+
+An `OpDef` names an op's positional inputs (trailing "?" = optional, leading "*" =
+variadic), its attributes with defaults (`REQUIRED` = no default) and `impl`, a
+torch function with the op's exact semantics. `to_torch()` calls `impl`; shape
+inference runs it on meta tensors; frontends map onto these ops and emitters
+map out of them. Layouts follow torch: NCHW activations, conv weight
+[out, in/groups, *kernel], linear weight [out, in].
+
+Padding attributes are ONNX-style: `pads` = (begin_0, .., begin_n, end_0, .., end_n)
+over the spatial dims, so asymmetric padding is representable.
+
+Quantization: `quantize(x, scale, zero_point)` -> integer tensor and
+`dequantize(q, scale, zero_point)` -> float; `axis` selects the per-channel axis
+(None = per-tensor). A quantized weight is an int8 parameter feeding `dequantize`.
+
+The op "opaque" is not in this table: it carries an op the frontends do not know,
+in the form it came from (see `graph.Node`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from graphopt.ir.types import torch_dtype
+
+
+class _Required:
+    def __repr__(self):
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+OPAQUE = "opaque"
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    inputs: tuple[str, ...]
+    attrs: Mapping[str, Any]
+    impl: Callable[..., Any]
+    num_outputs: Callable[[Mapping[str, Any]], int] | int = 1
+    doc: str = ""
+    elementwise: bool = False
+
+    @property
+    def variadic(self) -> bool:
+        return bool(self.inputs) and self.inputs[0].startswith("*")
+
+    @property
+    def min_inputs(self) -> int:
+        if self.variadic:
+            return 1
+        return sum(1 for r in self.inputs if not r.endswith("?"))
+
+    @property
+    def max_inputs(self) -> int | None:
+        return None if self.variadic else len(self.inputs)
+
+    def input_role(self, index: int) -> str:
+        if self.variadic:
+            return self.inputs[0].lstrip("*")
+        return self.inputs[index].rstrip("?")
+
+    def output_count(self, attrs: Mapping[str, Any]) -> int:
+        return self.num_outputs(attrs) if callable(self.num_outputs) else self.num_outputs
+
+    def with_defaults(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """attrs completed with defaults; raises KeyError/ValueError naming what is wrong."""
+        unknown = set(attrs) - set(self.attrs)
+        if unknown:
+            raise ValueError(f"unknown attribute(s) {sorted(unknown)} for op '{self.name}'; "
+                             f"valid: {sorted(self.attrs)}")
+        full = dict(self.attrs)
+        full.update(attrs)
+        missing = [k for k, v in full.items() if v is REQUIRED]
+        if missing:
+            raise ValueError(f"op '{self.name}' needs attribute(s) {missing}")
+        return full
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def _define(name, inputs, impl, attrs=None, num_outputs=1, doc="", elementwise=False):
+    OPS[name] = OpDef(name, tuple(inputs), dict(attrs or {}), impl, num_outputs, doc, elementwise)
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown op '{name}'; canonical ops: {', '.join(sorted(OPS))}") from None
+
+
+# --- reference implementations -------------------------------------------------
+
+def _split_pads(pads, nd):
+    pads = tuple(pads)
+    if len(pads) != 2 * nd:
+        raise ValueError(f"pads {pads} must have {2 * nd} entries for {nd} spatial dims")
+    return pads[:nd], pads[nd:]
+
+
+def _torch_pad_order(begins, ends):
+    # F.pad pads the last dim first: (last_begin, last_end, prev_begin, prev_end, ...)
+    out = []
+    for b, e in zip(reversed(begins), reversed(ends)):
+        out += [b, e]
+    return out
+
+
+def conv(x, weight, bias=None, *, stride, pads, dilation, groups):
+    nd = x.dim() - 2
+    begins, ends = _split_pads(pads, nd)
+    if begins != ends:
+        x = F.pad(x, _torch_pad_order(begins, ends))
+        begins = (0,) * nd
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+    return fn(x, weight, bias, tuple(stride), tuple(begins), tuple(dilation), groups)
+
+
+def linear(x, weight, bias=None):
+    return F.linear(x, weight, bias)
+
+
+def batch_norm(x, weight, bias, running_mean, running_var, *, eps):
+    return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
+
+
+def layer_norm(x, weight=None, bias=None, *, normalized_shape, eps):
+    return F.layer_norm(x, tuple(normalized_shape), weight, bias, eps)
+
+
+def gelu(x, *, approximate):
+    return F.gelu(x, approximate=approximate)
+
+
+def clip(x, *, min, max):  # noqa: A002 - ONNX/torch names
+    return torch.clamp(x, min, max)
+
+
+def _pool_pad(x, pads, nd, value):
+    begins, ends = _split_pads(pads, nd)
+    if begins == ends:
+        return x, tuple(begins)
+    return F.pad(x, _torch_pad_order(begins, ends), value=value), (0,) * nd
+
+
+def max_pool(x, *, kernel_size, stride, pads, dilation, ceil_mode):
+    nd = x.dim() - 2
+    x, pad = _pool_pad(x, pads, nd, float("-inf"))
+    fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[nd]
+    return fn(x, tuple(kernel_size), tuple(stride), pad, tuple(dilation), ceil_mode)
+
+
+def avg_pool(x, *, kernel_size, stride, pads, ceil_mode, count_include_pad):
+    nd = x.dim() - 2
+    begins, ends = _split_pads(pads, nd)
+    if begins != ends:
+        raise ValueError(f"avg_pool with asymmetric pads {tuple(pads)} is not supported")
+    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[nd]
+    return fn(x, tuple(kernel_size), tuple(stride), tuple(begins), ceil_mode, count_include_pad)
+
+
+def adaptive_avg_pool(x, *, output_size):
+    fn = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[x.dim() - 2]
+    return fn(x, tuple(output_size))
+
+
+def adaptive_max_pool(x, *, output_size):
+    fn = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}[x.dim() - 2]
+    return fn(x, tuple(output_size))
+
+
+def mean(x, *, dims, keepdim):
+    return torch.mean(x, dim=tuple(dims), keepdim=keepdim)
+
+
+def reduce_sum(x, *, dims, keepdim):
+    return torch.sum(x, dim=tuple(dims), keepdim=keepdim)
+
+
+def softmax(x, *, axis):
+    return torch.softmax(x, dim=axis)
+
+
+def concat(*xs, axis):
+    return torch.cat(xs, dim=axis)
+
+
+def split(x, *, axis, sizes):
+    return tuple(torch.split(x, list(sizes), dim=axis))
+
+
+def reshape(x, *, shape):
+    # ONNX semantics: 0 copies the input's dim at that index, -1 is inferred.
+    target = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return torch.reshape(x, target)
+
+
+def flatten(x, *, start_dim, end_dim):
+    return torch.flatten(x, start_dim, end_dim)
+
+
+def permute(x, *, perm):
+    return x.permute(*perm)
+
+
+def expand(x, *, shape):
+    return x.expand(*shape)
+
+
+def slice_(x, *, axis, start, end, step):
+    return x[(slice(None),) * (axis % x.dim()) + (slice(start, end, step),)]
+
+
+def select(x, *, axis, index):
+    return torch.select(x, axis, index)
+
+
+def embedding(indices, weight):
+    return F.embedding(indices, weight)
+
+
+def cast(x, *, dtype):
+    return x.to(torch_dtype(dtype))
+
+
+def identity(x):
+    return x
+
+
+def dropout(x, *, p):
+    return x  # inference semantics; eliminate-identity removes it
+
+
+def _channel_view(t, x, axis):
+    if axis is None or t.dim() == 0:
+        return t
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    return t.reshape(shape)
+
+
+_INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(2 ** 31), 2 ** 31 - 1)}
+
+
+def quantize(x, scale, zero_point, *, axis, dtype):
+    lo, hi = _INT_RANGE[dtype]
+    s, z = _channel_view(scale, x, axis), _channel_view(zero_point, x, axis)
+    q = torch.clamp(torch.round(x / s) + z.to(x.dtype), lo, hi)
+    return q.to(torch_dtype(dtype))
+
+
+def dequantize(q, scale, zero_point, *, axis):
+    s, z = _channel_view(scale, q, axis), _channel_view(zero_point, q, axis)
+    return (q.to(s.dtype) - z.to(s.dtype)) * s
+
+
+# --- the table ------------------------------------------------------------------
+
+_CONV_ATTRS = dict(stride=REQUIRED, pads=REQUIRED, dilation=REQUIRED, groups=1)
+_define("conv", ["x", "weight", "bias?"], conv, _CONV_ATTRS,
+        doc="N-d convolution; weight [out, in/groups, *kernel]; pads ONNX-style.")
+_define("linear", ["x", "weight", "bias?"], linear, doc="y = x @ weight.T + bias; weight [out, in].")
+_define("matmul", ["a", "b"], torch.matmul, doc="Batched matrix product with broadcasting.")
+_define("batch_norm", ["x", "weight", "bias", "running_mean", "running_var"], batch_norm,
+        dict(eps=1e-5), doc="Inference batch norm over axis 1.")
+_define("layer_norm", ["x", "weight?", "bias?"], layer_norm,
+        dict(normalized_shape=REQUIRED, eps=1e-5), doc="Layer norm over the trailing dims.")
+
+for _name, _fn in [("relu", torch.relu), ("sigmoid", torch.sigmoid), ("tanh", torch.tanh),
+                   ("silu", F.silu), ("hardswish", F.hardswish), ("hardsigmoid", F.hardsigmoid),
+                   ("neg", torch.neg), ("exp", torch.exp), ("log", torch.log), ("sqrt", torch.sqrt),
+                   ("rsqrt", torch.rsqrt), ("erf", torch.erf), ("abs", torch.abs),
+                   ("reciprocal", torch.reciprocal)]:
+    _define(_name, ["x"], _fn, elementwise=True, doc=f"Elementwise {_name}.")
+_define("gelu", ["x"], gelu, dict(approximate="none"), elementwise=True, doc="GELU (exact or tanh).")
+_define("clip", ["x"], clip, dict(min=None, max=None), elementwise=True,
+        doc="Clamp to [min, max]; relu6 is clip{min=0, max=6}.")
+
+for _name, _fn in [("add", torch.add), ("sub", torch.sub), ("mul", torch.mul), ("div", torch.div),
+                   ("pow", torch.pow), ("maximum", torch.maximum), ("minimum", torch.minimum)]:
+    _define(_name, ["a", "b"], _fn, elementwise=True, doc=f"Broadcasting elementwise {_name}.")
+
+_POOL_ATTRS = dict(kernel_size=REQUIRED, stride=REQUIRED, pads=REQUIRED, ceil_mode=False)
+_define("max_pool", ["x"], max_pool, dict(_POOL_ATTRS, dilation=REQUIRED), doc="Max pooling.")
+_define("avg_pool", ["x"], avg_pool, dict(_POOL_ATTRS, count_include_pad=True), doc="Average pooling.")
+_define("adaptive_avg_pool", ["x"], adaptive_avg_pool, dict(output_size=REQUIRED),
+        doc="Adaptive average pooling (global pooling is output_size=(1, 1)).")
+_define("adaptive_max_pool", ["x"], adaptive_max_pool, dict(output_size=REQUIRED),
+        doc="Adaptive max pooling.")
+_define("mean", ["x"], mean, dict(dims=REQUIRED, keepdim=False), doc="Mean over dims.")
+_define("sum", ["x"], reduce_sum, dict(dims=REQUIRED, keepdim=False), doc="Sum over dims.")
+_define("softmax", ["x"], softmax, dict(axis=REQUIRED), doc="Softmax along axis.")
+
+_define("concat", ["*xs"], concat, dict(axis=REQUIRED), doc="Concatenate along axis.")
+_define("split", ["x"], split, dict(axis=REQUIRED, sizes=REQUIRED),
+        num_outputs=lambda a: len(a["sizes"]), doc="Split into pieces of the given sizes.")
+_define("reshape", ["x"], reshape, dict(shape=REQUIRED), doc="Reshape; 0 copies a dim, -1 infers.")
+_define("flatten", ["x"], flatten, dict(start_dim=1, end_dim=-1), doc="Flatten dims start..end.")
+_define("permute", ["x"], permute, dict(perm=REQUIRED), doc="Permute dims (transpose).")
+_define("expand", ["x"], expand, dict(shape=REQUIRED), doc="Broadcast to shape (-1 keeps a dim).")
+_define("slice", ["x"], slice_, dict(axis=REQUIRED, start=REQUIRED, end=REQUIRED, step=1),
+        doc="Strided slice along one axis.")
+_define("select", ["x"], select, dict(axis=REQUIRED, index=REQUIRED),
+        doc="Take one index along axis, dropping it.")
+_define("embedding", ["indices", "weight"], embedding, doc="Row lookup in weight [num, dim].")
+_define("cast", ["x"], cast, dict(dtype=REQUIRED), doc="Convert dtype.")
+_define("identity", ["x"], identity, doc="Returns its input.")
+_define("dropout", ["x"], dropout, dict(p=0.5), doc="Dropout; identity at inference.")
+_define("quantize", ["x", "scale", "zero_point"], quantize, dict(axis=None, dtype="int8"),
+        doc="round(x / scale) + zero_point, saturated to dtype; axis = per-channel axis.")
+_define("dequantize", ["q", "scale", "zero_point"], dequantize, dict(axis=None),
+        doc="(q - zero_point) * scale; axis = per-channel axis.")
+
+
+@dataclass(frozen=True)
+class ValueRef:
+    """Placeholder for the i-th input value inside an opaque node's argument template."""
+
+    index: int
