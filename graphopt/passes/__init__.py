@@ -1,1 +1,18 @@
-"""graphopt.passes"""
+"""Passes: the registry, text pipelines, instruments, and the built-in rewrite passes.
+
+Importing this package registers every built-in pass.
+"""
+
+from graphopt.passes.base import Pass, PassResult, Tolerance
+from graphopt.passes.context import PassContext
+from graphopt.passes.instruments import (IRDump, NumericalVerifier, Statistics, Timing,
+                                         default_instruments)
+from graphopt.passes.manager import PipelineResult, run_pipeline
+from graphopt.passes.pipeline import Pipeline
+from graphopt.passes.registry import get_pass_class, register_pass, registered_passes
+
+__all__ = [
+    "Pass", "PassResult", "Tolerance", "PassContext", "Pipeline", "PipelineResult", "run_pipeline",
+    "register_pass", "registered_passes", "get_pass_class",
+    "IRDump", "NumericalVerifier", "Statistics", "Timing", "default_instruments",
+]

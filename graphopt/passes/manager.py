@@ -1,0 +1,93 @@
+"""Run a Pipeline: copy on entry, instruments around each pass, a verified graph after each.
+
+Errors name the pass, its options and the passes before it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from graphopt.errors import GraphoptError, PassError, VerificationError
+from graphopt.passes.base import Pass, PassResult
+from graphopt.passes.context import PassContext
+
+if TYPE_CHECKING:
+    from graphopt.ir.graph import Graph
+    from graphopt.passes.pipeline import Pipeline
+
+
+@dataclass
+class PassRecord:
+    pass_: Pass
+    changed: bool
+    stats: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class PipelineResult:
+    graph: "Graph"
+    records: list[PassRecord] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(r.changed for r in self.records)
+
+    def report(self) -> str:
+        """A table: one row per pass with its time, whether it changed the graph, and its stats."""
+        rows = [("pass", "time", "changed", "stats")]
+        for r in self.records:
+            stats = " ".join(f"{k}={v}" for k, v in r.stats.items())
+            rows.append((str(r.pass_), f"{r.seconds * 1e3:.1f} ms", "yes" if r.changed else "no", stats))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}".rstrip()
+                         for a, b, c, d in rows)
+
+
+def run_pipeline(pipeline: "Pipeline", graph: "Graph", ctx: PassContext | None = None) -> PipelineResult:
+    ctx = ctx if ctx is not None else PassContext()
+    ctx.history = []
+    work = graph.copy()
+    result = PipelineResult(work)
+    for inst in ctx.instruments:
+        inst.enter_pipeline(work, ctx)
+    for index, p in enumerate(pipeline.passes, 1):
+        for inst in ctx.instruments:
+            inst.before_pass(p, work, ctx)
+        start = time.perf_counter()
+        out = _run_one(p, work, ctx)
+        seconds = time.perf_counter() - start
+        work = out.graph
+        if ctx.verify_structure:
+            try:
+                work.verify()
+            except VerificationError as e:
+                raise PassError(f"pass '{p}' left an invalid graph: {e}; {ctx.predecessors()}") from e
+        for inst in reversed(ctx.instruments):
+            inst.after_pass(p, work, out, ctx)
+        ctx.history.append(p)
+        result.records.append(PassRecord(p, out.changed, dict(out.stats), seconds))
+        if ctx.log:
+            stats = " ".join(f"{k}={v}" for k, v in out.stats.items())
+            ctx.log(f"[{index}/{len(pipeline)}] {p}: {seconds * 1e3:.1f} ms"
+                    f"{' (changed)' if out.changed else ''}{' ' + stats if stats else ''}")
+    result.graph = work
+    for inst in ctx.instruments:
+        inst.exit_pipeline(work, ctx)
+    return result
+
+
+def _run_one(p: Pass, graph: "Graph", ctx: PassContext) -> PassResult:
+    try:
+        out = p.run(graph, ctx)
+    except PassError:
+        raise
+    except GraphoptError as e:
+        raise PassError(f"pass '{p}' failed: {e}; {ctx.predecessors()}") from e
+    except Exception as e:
+        raise PassError(f"pass '{p}' crashed with {type(e).__name__}: {e}; {ctx.predecessors()}") from e
+    if not isinstance(out, PassResult):
+        raise PassError(f"pass '{p}' returned {type(out).__name__}, not a PassResult")
+    return out
