@@ -1,0 +1,93 @@
+"""The `graphopt` command line, in the style of mlir-opt.
+
+    graphopt passes [NAME ...]                       the pass registry
+    graphopt opt -p PIPELINE in.onnx -o out.onnx     run a pipeline on a model
+    graphopt show model.onnx                         print a model's IR
+    graphopt demo [--model NAME]                     the end-to-end tour on a bundled model
+
+Each subcommand lives in `graphopt/cli_commands/<name>.py`; `COMMANDS` there
+lists them. Results go to stdout, progress to stderr. Errors are one message
+on stderr and exit status 1 (2 for usage errors); `--traceback` shows the
+Python traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from typing import Sequence
+
+from graphopt import __version__
+from graphopt.cli_commands import COMMANDS
+from graphopt.cli_commands.common import Progress
+from graphopt.errors import GraphoptError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="graphopt",
+        description="A compiler for neural-network compression: ONNX/PyTorch model -> one IR -> "
+                    "rewrite passes -> ONNX/torch/TVM.",
+        epilog="Run 'graphopt COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
+    _add_global_options(parser, default=False)
+    # The same flags are accepted after the subcommand; SUPPRESS keeps the value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"graphopt.cli_commands.{name.replace('-', '_')}")
+        cmd = sub.add_parser(name, help=module.HELP, description=module.__doc__, parents=[common],
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(cmd)
+        cmd.set_defaults(handler=module.run)
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--traceback", action="store_true", default=default,
+                        help="on error, show the Python traceback instead of one message")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="no progress output on stderr")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on `argv` (default: sys.argv[1:]); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help/--version exit 0, usage errors exit 2
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    args.progress = Progress(enabled=not args.quiet)
+    try:
+        return args.handler(args) or EXIT_OK
+    except KeyboardInterrupt:
+        print("graphopt: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (GraphoptError, OSError) as e:
+        return _fail(args, _message(e))
+    except Exception as e:  # a bug, not bad input: still one line unless asked
+        return _fail(args, f"internal error: {type(e).__name__}: {e} "
+                           f"(rerun with --traceback for details)")
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.strerror}: '{e.filename}'"
+    return str(e)
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    if args.traceback:
+        traceback.print_exc()
+    else:
+        print(f"graphopt: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

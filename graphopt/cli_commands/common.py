@@ -1,0 +1,88 @@
+"""Helpers shared by CLI commands: progress lines, model loading, summaries."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from graphopt.errors import FrontendError, GraphoptError
+
+if TYPE_CHECKING:
+    from graphopt.ir.graph import Graph
+
+
+class Progress:
+    """Progress lines on stderr (results go to stdout); silent when disabled."""
+
+    def __init__(self, enabled: bool = True, stream=None):
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+
+    def log(self, message: str) -> None:
+        if self.enabled:
+            print(message, file=self.stream, flush=True)
+
+    @contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        """Announce a long step, then report how long it took."""
+        self.log(f"{label} ...")
+        start = time.perf_counter()
+        yield
+        self.log(f"  done in {time.perf_counter() - start:.1f} s")
+
+
+def load_model(path: str | os.PathLike, progress: Progress | None = None) -> "Graph":
+    """Import an ONNX file; every failure is a GraphoptError or OSError naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not an ONNX file", str(path))
+    from graphopt.frontends.onnx import load_onnx
+
+    if progress is not None:
+        progress.log(f"loading {path}")
+    try:
+        return load_onnx(path)
+    except GraphoptError as e:
+        if str(path) in str(e) or path.name in str(e):
+            raise
+        raise FrontendError(f"cannot import ONNX model '{path}': {e}") from e
+    except (OSError, MemoryError):
+        raise
+    except Exception as e:  # decoder or checker failures the frontend did not wrap
+        raise FrontendError(f"cannot import ONNX model '{path}': {type(e).__name__}: {e}") from e
+
+
+def summary(graph: "Graph") -> str:
+    """One line: node, parameter and op counts."""
+    ops = " ".join(f"{op}x{n}" for op, n in graph.op_counts().items())
+    return (f"graph {graph.name}: {len(graph.nodes)} nodes, {graph.num_parameters():,} parameters "
+            f"in {len(graph.params)} tensors; ops: {ops or 'none'}")
+
+
+def op_count_table(before: "Graph", after: "Graph") -> str:
+    """Op counts side by side, with the change, one op per row."""
+    b, a = before.op_counts(), after.op_counts()
+    rows = [("op", "before", "after", "change")]
+    for op in sorted(set(b) | set(a)):
+        delta = a.get(op, 0) - b.get(op, 0)
+        rows.append((op, str(b.get(op, 0)), str(a.get(op, 0)), f"{delta:+d}" if delta else ""))
+    rows.append(("total", str(len(before.nodes)), str(len(after.nodes)),
+                 f"{len(after.nodes) - len(before.nodes):+d}"))
+    return format_table(rows)
+
+
+def format_table(rows: list[tuple[str, ...]]) -> str:
+    """Left-align the first column, right-align the others."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
