@@ -16,3 +16,5 @@ __all__ = [
     "register_pass", "registered_passes", "get_pass_class",
     "IRDump", "NumericalVerifier", "Statistics", "Timing", "default_instruments",
 ]
+
+from graphopt.passes import eliminate_dead_code, eliminate_identity, fold_bn, fold_constants  # noqa: E402,F401  (registers)

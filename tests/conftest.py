@@ -1,0 +1,67 @@
+"""Shared test helpers.
+
+- `interpret`: runs a Graph node by node through each op's torch reference
+  (independent of the emitters), for hand-built graphs.
+- `import_model`: a bundled model imported through either frontend, cached per
+  session; every call returns a fresh copy of the graph, the model and its inputs.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from graphopt.ir.ops import get_op
+
+FRONTENDS = ("fx", "onnx")
+
+
+def interpret_graph(graph, inputs) -> list[np.ndarray]:
+    env = {n: torch.from_numpy(np.asarray(a)) for n, a in zip(graph.inputs, inputs)}
+    env.update({k: torch.from_numpy(np.array(p.data)) for k, p in graph.params.items()})
+    with torch.no_grad():
+        for node in graph.nodes:
+            out = get_op(node.op).impl(*[env[v] for v in node.inputs], **node.attrs)
+            env.update(zip(node.outputs, out if isinstance(out, (tuple, list)) else (out,)))
+    return [env[o].numpy() for o in graph.outputs]
+
+
+@pytest.fixture
+def interpret():
+    return interpret_graph
+
+
+def _import(frontend: str, model: torch.nn.Module, inputs: tuple):
+    if frontend == "fx":
+        from graphopt.frontends.fx import trace
+        return trace(model, inputs)
+    from graphopt.frontends.onnx import load_onnx
+    buf = io.BytesIO()
+    # No constant folding, so batch norms and other foldable patterns reach our passes.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated
+        torch.onnx.export(model, inputs, buf, dynamo=False, do_constant_folding=False)
+    import onnx
+    return load_onnx(onnx.load_from_string(buf.getvalue()))
+
+
+_IMPORTED: dict = {}
+
+
+@pytest.fixture(scope="session")
+def import_model():
+    """import_model(frontend, name) -> (graph, model, example inputs as numpy arrays)."""
+    from graphopt.models import get_model
+
+    def load(frontend: str, name: str):
+        key = (frontend, name)
+        if key not in _IMPORTED:
+            model, inputs = get_model(name)
+            _IMPORTED[key] = _import(frontend, model, inputs)
+        model, inputs = get_model(name)
+        return _IMPORTED[key].copy(), model, [t.numpy() for t in inputs]
+    return load
