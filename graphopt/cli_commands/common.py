@@ -36,7 +36,7 @@ class Progress:
         self.log(f"  done in {time.perf_counter() - start:.1f} s")
 
 
-def load_model(path: str | os.PathLike, progress: Progress | None = None) -> "Graph":
+def load_model(path: str | os.PathLike) -> "Graph":
     """Import an ONNX file; every failure is a GraphoptError or OSError naming the file."""
     path = Path(path)
     if not path.exists():
@@ -45,8 +45,6 @@ def load_model(path: str | os.PathLike, progress: Progress | None = None) -> "Gr
         raise IsADirectoryError(errno.EISDIR, "is a directory, not an ONNX file", str(path))
     from graphopt.frontends.onnx import load_onnx
 
-    if progress is not None:
-        progress.log(f"loading {path}")
     try:
         return load_onnx(path)
     except GraphoptError as e:
@@ -61,7 +59,7 @@ def load_model(path: str | os.PathLike, progress: Progress | None = None) -> "Gr
 
 def summary(graph: "Graph") -> str:
     """One line: node, parameter and op counts."""
-    ops = " ".join(f"{op}x{n}" for op, n in graph.op_counts().items())
+    ops = " ".join(f"{op}={n}" for op, n in graph.op_counts().items())
     return (f"graph {graph.name}: {len(graph.nodes)} nodes, {graph.num_parameters():,} parameters "
             f"in {len(graph.params)} tensors; ops: {ops or 'none'}")
 

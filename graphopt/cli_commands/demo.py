@@ -48,6 +48,18 @@ class EvalSet:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    # Batch-1 inference on small models: one thread avoids thread-pool overhead and contention.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
     from graphopt.backends.torch import run_module
     from graphopt.cli_commands.common import op_count_table
     from graphopt.errors import GraphoptError
@@ -116,13 +128,12 @@ def _build(args: argparse.Namespace, progress):
     from graphopt.errors import GraphoptError
     from graphopt.models import load_digits_data, train_digits_model
 
-    try:
-        data = load_digits_data(seed=args.seed)
-    except ImportError as e:
-        raise GraphoptError(f"the digits demo needs scikit-learn ({e}); install it with: "
-                            f"pip install -e '.[data]'") from e
-    with progress.step(f"training {args.model} on scikit-learn digits ({len(data.x_train)} images, "
-                       f"{args.epochs} epochs)"):
+    with progress.step(f"training {args.model} on scikit-learn's digits ({args.epochs} epochs)"):
+        try:
+            data = load_digits_data(seed=args.seed)
+        except ImportError as e:
+            raise GraphoptError(f"the digits demo needs scikit-learn ({e}); install it with: "
+                                f"pip install -e '.[data]'") from e
         train_digits_model(model, epochs=args.epochs, seed=args.seed, data=data)
     x = data.x_test.flatten(1) if args.model == "digits_mlp" else data.x_test
     samples = [(row[None].numpy(),) for row in x]  # batch 1, as traced
@@ -132,7 +143,7 @@ def _build(args: argparse.Namespace, progress):
 def _ort_runner(path: Path) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
     from graphopt.backends.onnxruntime import ort_session
 
-    session = ort_session(path)
+    session = ort_session(path, threads=1)
     names = [i.name for i in session.get_inputs()]
     return lambda xs: list(session.run(None, dict(zip(names, xs))))
 

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = args.progress
     pipeline = Pipeline.parse(args.pipeline)  # fail on a bad pipeline before loading anything
-    graph = load_model(args.input, progress)
+    graph = load_model(args.input)
     ctx = PassContext(instruments=default_instruments(verify=not args.no_verify, dump_dir=args.dump_ir),
                       seed=args.seed, log=progress.log)
     progress.log(f"running {len(pipeline)} passes"

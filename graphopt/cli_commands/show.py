@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from graphopt.cli_commands.common import load_model, summary
 
-    graph = load_model(args.input, args.progress)
+    graph = load_model(args.input)
     if not args.summary:
         print(graph)
     print(summary(graph))
