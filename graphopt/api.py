@@ -1,0 +1,101 @@
+"""`graphopt.optimize`: import, rewrite, (tune,) lower and build a model in one call.
+
+    compiled = graphopt.optimize(model, example_inputs=(x,), target="arm",
+                                 pipeline="fold-bn,prune-channels{ratio=0.5}")
+    compiled.save("model.so")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import onnx
+import torch
+
+from graphopt.backends.torch import to_tensor
+from graphopt.errors import GraphoptError
+from graphopt.ir.graph import Graph
+from graphopt.passes import PassContext, Pipeline, default_instruments
+
+if TYPE_CHECKING:
+    from graphopt.backends.tvm.compiled import CompiledModel
+
+# The exact cleanups; compression passes are opt-in.
+DEFAULT_PIPELINE = "fold-bn,fold-constants,eliminate-identity,eliminate-dead-code"
+
+ModelLike = torch.nn.Module | onnx.ModelProto | Graph | str | os.PathLike
+
+
+def import_model(model: ModelLike, example_inputs: Sequence | None = None) -> Graph:
+    """A Graph from an nn.Module (traced on `example_inputs`), an ONNX file or proto, or a Graph."""
+    if isinstance(model, Graph):
+        return model
+    if isinstance(model, (str, os.PathLike, onnx.ModelProto)):
+        from graphopt.frontends.onnx import load_onnx
+        return load_onnx(model)
+    if isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise GraphoptError(f"tracing {type(model).__name__} needs example_inputs=(x, ...)")
+        from graphopt.frontends.fx import trace
+        return trace(model, tuple(example_inputs) if isinstance(example_inputs, (list, tuple))
+                     else (example_inputs,))
+    raise GraphoptError(f"cannot import a {type(model).__name__}: pass an nn.Module, an ONNX path "
+                        f"or ModelProto, or a graphopt Graph")
+
+
+def run_pipeline_on(graph: Graph, pipeline: str | Pipeline | None, *, example_inputs=None,
+                    verify: bool = True, log: Callable[[str], None] | None = None) -> tuple[Graph, Pipeline]:
+    """Run `pipeline` (None = DEFAULT_PIPELINE, "" = none) on a copy of `graph`."""
+    pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline.parse(
+        DEFAULT_PIPELINE if pipeline is None else pipeline)
+    inputs = None
+    if example_inputs is not None:
+        xs = example_inputs if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+        inputs = [[to_tensor(x).detach().numpy() for x in xs]]
+    ctx = PassContext(instruments=default_instruments(verify=verify), inputs=inputs, log=log)
+    return pipe.run(graph, ctx).graph, pipe
+
+
+def optimize(model: ModelLike, example_inputs: Sequence | None = None, *, target: Any = "x86",
+             pipeline: str | Pipeline | None = None, tune: int = 0, db: str | os.PathLike | None = None,
+             verify: bool = True, log: Callable[[str], None] | None = None) -> "CompiledModel":
+    """Compile `model` for `target` ("x86", "arm", "cuda", ... or a TVM target dict).
+
+    pipeline: pass pipeline text or a Pipeline; None runs DEFAULT_PIPELINE.
+    tune: MetaSchedule trials; records go to (and resume from) the directory `db`.
+    db without tune: reuse an existing tuning database for the build.
+    verify: check every pass numerically against the graph before it.
+    The user's model is never modified.
+    """
+    from graphopt.backends.tvm.compiled import compile_graph
+    from graphopt.backends.tvm.targets import resolve_target
+
+    tgt = resolve_target(target)  # an unknown target fails before any work
+    if tune and db is None:
+        raise GraphoptError("tune=N needs db=DIR: the directory that keeps (and resumes) tuning records")
+    graph, pipe = run_pipeline_on(import_model(model, example_inputs), pipeline,
+                                  example_inputs=example_inputs, verify=verify, log=log)
+    database = _database(graph, tgt, tune, db)
+    return compile_graph(graph, tgt, database=database, pipeline=str(pipe))
+
+
+def _database(graph: Graph, target, trials: int, db):
+    from graphopt.backends.tvm.tuning import load_database, print_progress, tune
+
+    if trials:
+        from graphopt.backends.tvm.lower import lower_to_relax
+        return tune(lower_to_relax(graph), target, Path(db), trials, progress=print_progress)
+    if db is not None:
+        return load_database(Path(db), target)
+    return None
+
+
+def load_compiled(path: str | os.PathLike) -> "CompiledModel":
+    """Load a model written by `CompiledModel.save` (the library plus its .json metadata)."""
+    from graphopt.backends.tvm.compiled import load_compiled as _load
+    return _load(path)
+
+
+__all__ = ["optimize", "load_compiled", "import_model", "DEFAULT_PIPELINE"]
