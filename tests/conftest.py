@@ -12,12 +12,11 @@ import io
 import warnings
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from graphopt.ir.ops import get_op
-
-FRONTENDS = ("fx", "onnx")
 
 
 def interpret_graph(graph, inputs) -> list[np.ndarray]:
@@ -45,7 +44,6 @@ def _import(frontend: str, model: torch.nn.Module, inputs: tuple):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated
         torch.onnx.export(model, inputs, buf, dynamo=False, do_constant_folding=False)
-    import onnx
     return load_onnx(onnx.load_from_string(buf.getvalue()))
 
 

@@ -73,7 +73,7 @@ def test_pipeline_leaves_input_graph_alone():
 MODELS = ["resnet18", "vit_small", "bert_small", "digits_cnn", "digits_mlp"]
 
 
-@pytest.mark.parametrize("frontend", ["fx"])
+@pytest.mark.parametrize("frontend", ["fx", "onnx"])
 @pytest.mark.parametrize("name", MODELS)
 def test_models_after_fold_bn(frontend, name, import_model):
     graph, model, inputs = import_model(frontend, name)

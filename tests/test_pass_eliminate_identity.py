@@ -146,7 +146,7 @@ def test_identity_of_another_output_stays():
 MODELS = ["resnet18", "mobilenet_v2", "vit_small", "bert_small", "digits_cnn", "digits_mlp"]
 
 
-@pytest.mark.parametrize("frontend", ["fx"])
+@pytest.mark.parametrize("frontend", ["fx", "onnx"])
 @pytest.mark.parametrize("name", MODELS)
 def test_models(frontend, name, import_model):
     graph, model, inputs = import_model(frontend, name)
@@ -157,8 +157,8 @@ def test_models(frontend, name, import_model):
     result = out.graph
     result.verify()
     assert not {"dropout", "identity"} & set(result.op_counts())
-    if name in ("mobilenet_v2", "vit_small", "bert_small"):  # they hold dropout layers
-        assert out.records[0].stats["removed"] > 0
+    if frontend == "fx" and name in ("mobilenet_v2", "vit_small", "bert_small"):
+        assert out.records[0].stats["removed"] > 0  # their dropout layers (the ONNX export drops them)
     if not out.changed:
         assert str(result) == text
         return

@@ -198,7 +198,7 @@ def test_shared_weight_is_copied_not_overwritten(interpret):
 MODELS = ["resnet18", "mobilenet_v2", "digits_cnn", "digits_mlp"]
 
 
-@pytest.mark.parametrize("frontend", ["fx"])
+@pytest.mark.parametrize("frontend", ["fx", "onnx"])
 @pytest.mark.parametrize("name", MODELS)
 def test_models_fold_every_bn(frontend, name, import_model):
     graph, model, inputs = import_model(frontend, name)

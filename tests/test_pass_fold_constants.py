@@ -162,7 +162,7 @@ def test_pipeline_text_round_trips():
 MODELS = ["resnet18", "mobilenet_v2", "vit_small", "bert_small", "digits_cnn", "digits_mlp"]
 
 
-@pytest.mark.parametrize("frontend", ["fx"])
+@pytest.mark.parametrize("frontend", ["fx", "onnx"])
 @pytest.mark.parametrize("name", MODELS)
 def test_models(frontend, name, import_model):
     graph, model, inputs = import_model(frontend, name)
