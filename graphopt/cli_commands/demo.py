@@ -90,16 +90,17 @@ def _run(args: argparse.Namespace) -> int:
     with progress.step(f"writing {out_path} and loading it in onnxruntime"):
         optimized.save_onnx(out_path)
         ort_run = _ort_runner(out_path)
+    runners = {  # each maps a list of input arrays to a list of output arrays
+        "torch model (eager)": lambda xs: run_module(model, xs),
+        "traced graph": graph.run,
+        "optimized graph": optimized.run,
+        "onnxruntime (model.onnx)": ort_run,
+        # a backend that compiles `optimized` (e.g. TVM) adds its runner here and is checked alike
+    }
     with progress.step(f"comparing outputs on {data.description}"):
-        outputs = {
-            "torch model (eager)": _predict(lambda xs: run_module(model, xs), data),
-            "traced graph": _predict(graph.run, data),
-            "optimized graph": _predict(optimized.run, data),
-            "onnxruntime (model.onnx)": _predict(ort_run, data),
-        }
+        outputs = {name: _predict(fn, data) for name, fn in runners.items()}
     print()
     print(_comparison(outputs, data, len(graph.nodes), len(optimized.nodes)))
-    # Backends that compile the optimized graph (e.g. TVM) report here, on the same `data`.
 
     reference = outputs["torch model (eager)"]
     bad = [name for name, out in outputs.items() if _max_diff(out, reference) > ATOL]
