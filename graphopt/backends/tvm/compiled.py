@@ -1,0 +1,342 @@
+"""A compiled model: a Relax executable plus what is needed to call, save and reload it.
+
+    model = compile_graph(graph, "x86")         # lower_to_relax + schedule.build
+    y = model(x)                                # numpy in -> numpy out; torch in -> torch out
+    model.save("m.so")                          # m.so + m.so.json (metadata)
+    model = load_compiled("m.so")
+
+Where it runs: `model(...)` runs on a local `relax.VirtualMachine`, on the CPU
+for LLVM targets and on the first GPU for CUDA targets. When this machine
+cannot run the code (`targets.target_is_cross`: aarch64 built on x86, CPU
+features the host lacks, CUDA without a suitable GPU) the call raises a
+BackendError saying so, and `model.run_remote(session, *arrays)` runs it on the
+CPU behind a TVM RPC session instead (a board, or the emulated aarch64 of
+`graphopt.backends.tvm.emulator`).
+
+Save format, chosen by the file suffix:
+- `.so`: a shared library, loadable as is. When the host code is for another
+  architecture (aarch64) it is linked with that architecture's cross compiler
+  (`aarch64-linux-gnu-g++`), so the device loads it without a compiler of its
+  own; this is what `run_remote` uploads, and the format to use for aarch64.
+  CUDA kernels travel inside the library.
+- `.tar`: the object files, unlinked. Saving needs no compiler, but whoever
+  loads it links it (the device needs a C++ compiler for its architecture);
+  for shipping to a device whose own toolchain should do the final link.
+Beside the library, `<path>.json` holds the metadata: format version, graphopt
+and TVM versions, pipeline, target (TVM's JSON form), host code architecture,
+inputs (name, shape, dtype), output count and names. Both files are written
+atomically (temporary file, then rename), the library first, so a metadata
+file always describes a complete library. `load_compiled` loads the library
+only where it can run; elsewhere the model keeps its path for `run_remote`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import tvm
+from tvm import relax
+
+import graphopt
+from graphopt.backends.tvm.lower import lower_to_relax
+from graphopt.backends.tvm.schedule import build
+from graphopt.backends.tvm.targets import resolve_target, target_is_cross
+from graphopt.errors import BackendError
+from graphopt.fileio import atomic_write_text
+from graphopt.ir.graph import Graph
+
+FORMAT_VERSION = 1
+LIBRARY_SUFFIXES = (".so", ".tar")
+# Cross compilers for `.so` exports, by the target triple's architecture.
+CROSS_COMPILERS = {"aarch64": "aarch64-linux-gnu-g++"}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Name, static shape and dtype of one model input."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(map(str, self.shape))}]"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "InputSpec":
+        return cls(str(d["name"]), tuple(int(s) for s in d["shape"]), str(d["dtype"]))
+
+
+def metadata_path(path: str | os.PathLike) -> Path:
+    """Where the metadata of the library at `path` lives: `<path>.json`."""
+    return Path(f"{os.fspath(path)}.json")
+
+
+def _machine_arch() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+def host_code_arch(target: tvm.target.Target) -> str:
+    """The CPU architecture of the target's host code (the VM, the kernel launchers)."""
+    host = target.host if target.host is not None else target
+    triple = str(host.attrs["mtriple"]) if "mtriple" in host.attrs else ""
+    return triple.split("-")[0] if triple else _machine_arch()
+
+
+def _describe_target(target: tvm.target.Target) -> str:
+    kind = str(target.kind.name)
+    if kind == "llvm":
+        mcpu = f" ({target.attrs['mcpu']})" if "mcpu" in target.attrs else ""
+        return f"{host_code_arch(target)}{mcpu}"
+    arch = f" {target.attrs['arch']}" if "arch" in target.attrs else ""
+    return f"{kind}{arch}"
+
+
+class CompiledModel:
+    """A built model: call it, save it, run it remotely. See the module docstring."""
+
+    def __init__(self, executable, target: tvm.target.Target, inputs: Sequence[InputSpec],
+                 num_outputs: int, *, output_names: Sequence[str] = (), pipeline: str = "",
+                 version: str = graphopt.__version__, library_path: str | os.PathLike | None = None):
+        # executable: a relax.VMExecutable (fresh build), a runtime.Module (loaded from a
+        # file), or None for a cross-target library read from disk (`library_path`).
+        if executable is None and library_path is None:
+            raise BackendError("a CompiledModel needs an executable or a library path")
+        self.executable = executable
+        self.target = target
+        self.inputs = tuple(inputs)
+        self.num_outputs = int(num_outputs)
+        self.output_names = tuple(output_names)
+        self.pipeline = str(pipeline)
+        self.version = version
+        self.library_path = None if library_path is None else Path(library_path)
+        self._vm: relax.VirtualMachine | None = None
+
+    # ---- facts ---------------------------------------------------------------------
+    @functools.cached_property
+    def is_cross(self) -> bool:
+        """True when this machine cannot run the code (aarch64 on x86; CUDA with no GPU)."""
+        return target_is_cross(self.target)
+
+    @property
+    def host_arch(self) -> str:
+        """CPU architecture of the host code; a `.so` for another one needs a cross compiler."""
+        return host_code_arch(self.target)
+
+    @property
+    def device_kind(self) -> str:
+        return str(self.target.kind.name)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "graphopt_version": self.version,
+            "tvm_version": tvm.__version__,
+            "pipeline": self.pipeline,
+            "target": json.loads(str(self.target)),
+            "host_arch": self.host_arch,
+            "inputs": [s.to_json() for s in self.inputs],
+            "num_outputs": self.num_outputs,
+            "outputs": list(self.output_names),
+        }
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{s.name}: {s}" for s in self.inputs)
+        return (f"<CompiledModel {self.device_kind} ({ins}) -> {self.num_outputs} output(s)"
+                f"{' (not runnable here)' if self.is_cross else ''}>")
+
+    # ---- running ---------------------------------------------------------------------
+    def __call__(self, *arrays):
+        """Run on this machine. numpy in -> numpy out, torch in -> torch out.
+
+        One output is returned as one array, several as a tuple.
+        """
+        if self.is_cross:
+            raise self._not_runnable_here()
+        feeds, like = self._check_inputs(arrays)
+        dev = tvm.device(int(self.target.get_target_device_type()), 0)
+        vm = self._local_vm(dev)
+        out = vm["main"](*[tvm.runtime.tensor(a, dev) for a in feeds])
+        return self._wrap([o.numpy() for o in _flatten(out)], like)
+
+    def run_remote(self, session, *arrays):
+        """Run on the remote CPU behind a TVM RPC `session`; same inputs/outputs as `__call__`.
+
+        Uploads the library this model was loaded from (a `.tar` is linked by the
+        remote side, which then needs a C++ compiler), else a `.so` exported to a
+        temporary directory (cross-compiled for a cross target).
+        """
+        from graphopt.backends.tvm.rpc import run_remote_vm
+
+        feeds, like = self._check_inputs(arrays)
+        if self.library_path is not None:
+            return self._wrap(run_remote_vm(session, self.library_path, feeds), like)
+        with tempfile.TemporaryDirectory(prefix="graphopt-remote-") as tmp:
+            lib = Path(tmp) / "model.so"
+            self._export(lib)
+            return self._wrap(run_remote_vm(session, lib, feeds), like)
+
+    def _not_runnable_here(self) -> BackendError:
+        what = _describe_target(self.target)
+        if self.device_kind == "llvm":
+            return BackendError(
+                f"this model is compiled for {what}, which this {_machine_arch()} machine cannot "
+                f"run (a cross target); run it on the device with CompiledModel.run_remote("
+                f"session, *arrays), session being a TVM RPC session (e.g. "
+                f"graphopt.backends.tvm.emulator for an emulated aarch64)")
+        return BackendError(f"this model is compiled for {what} and this machine has no such "
+                            f"device; load it (load_compiled) on a machine that has one")
+
+    def _local_vm(self, dev) -> relax.VirtualMachine:
+        if self._vm is None:
+            self._vm = relax.VirtualMachine(self.executable, dev)
+        return self._vm
+
+    def _check_inputs(self, arrays) -> tuple[list[np.ndarray], torch.Tensor | None]:
+        """Inputs as contiguous numpy arrays, and a torch tensor to mimic (None: numpy in)."""
+        if len(arrays) != len(self.inputs):
+            names = ", ".join(s.name for s in self.inputs)
+            raise BackendError(f"the model takes {len(self.inputs)} input(s) ({names}), "
+                               f"got {len(arrays)}")
+        feeds, like = [], None
+        for spec, a in zip(self.inputs, arrays):
+            if isinstance(a, torch.Tensor):
+                like = a if like is None else like
+                if a.dtype == torch.bfloat16:
+                    raise BackendError(f"input '{spec.name}': bfloat16 tensors cannot be passed "
+                                       f"through numpy")
+                a = a.detach().cpu().numpy()
+            elif not isinstance(a, np.ndarray):
+                raise BackendError(f"input '{spec.name}' must be a numpy array or torch tensor, "
+                                   f"got {type(a).__name__}")
+            got = f"{a.dtype.name}[{','.join(map(str, a.shape))}]"
+            if tuple(a.shape) != spec.shape or a.dtype.name != spec.dtype:
+                raise BackendError(f"input '{spec.name}' expects {spec}, got {got}")
+            feeds.append(np.ascontiguousarray(a))
+        return feeds, like
+
+    def _wrap(self, outs: list[np.ndarray], like: torch.Tensor | None):
+        if len(outs) != self.num_outputs:
+            raise BackendError(f"the executable returned {len(outs)} outputs, "
+                               f"expected {self.num_outputs}")
+        if like is not None:
+            outs = [torch.from_numpy(np.ascontiguousarray(o)).to(like.device) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    # ---- saving -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the library (`.so` or `.tar`, see the module docstring) and `<path>.json`."""
+        path = Path(path)
+        if path.suffix not in LIBRARY_SUFFIXES:
+            raise BackendError(f"cannot save to '{path}': use a .so (loadable shared library) "
+                               f"or .tar (object files) path")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        try:
+            self._export(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        atomic_write_text(metadata_path(path), json.dumps(self.metadata(), indent=2) + "\n")
+        return path
+
+    def _export(self, path: Path) -> None:
+        exe = self.executable
+        if not isinstance(exe, relax.VMExecutable):
+            # Loaded from disk: the library can only be copied as it is.
+            src = self.library_path
+            if src is None or src.suffix != path.suffix:
+                raise BackendError(f"this model was loaded from '{src}'; it can be saved again "
+                                   f"only in the same format ({src.suffix if src else '?'})")
+            shutil.copyfile(src, path)
+            return
+        kwargs = {}
+        if path.suffix == ".so" and self.host_arch != _machine_arch():
+            kwargs["fcompile"] = _cross_compile_fn(self.target)
+        try:
+            exe.export_library(os.fspath(path), **kwargs)
+        except (RuntimeError, OSError) as e:
+            raise BackendError(f"exporting the {self.device_kind} library to '{path}' failed: {e}"
+                               ) from e
+
+
+def _cross_compile_fn(target: tvm.target.Target):
+    arch = host_code_arch(target)
+    cxx = CROSS_COMPILERS.get(arch)
+    if cxx is None:
+        raise BackendError(f"no cross compiler known for {arch}; save as .tar and link on the "
+                           f"device")
+    if shutil.which(cxx) is None:
+        raise BackendError(f"saving an {arch} .so needs the cross compiler '{cxx}' on PATH; "
+                           f"install it, or save as .tar and link on the device")
+    return tvm.support.cc.cross_compiler(cxx)
+
+
+def _flatten(value) -> list:
+    if isinstance(value, (tvm.runtime.Tensor,)):
+        return [value]
+    return [t for v in value for t in _flatten(v)]
+
+
+def compile_graph(graph: Graph, target, *, database=None, pipeline: str = "") -> CompiledModel:
+    """Lower `graph` to Relax and build it for `target` (a preset name, dict or Target).
+
+    `database` is a MetaSchedule tuning database applied before the default schedules;
+    `pipeline` records the passes the graph went through (stored in the metadata).
+    """
+    tgt = resolve_target(target)
+    mod = lower_to_relax(graph)
+    try:
+        exe = build(mod, tgt, database=database)
+    except Exception as e:  # TVM's errors subclass RuntimeError/ValueError/TypeError
+        raise BackendError(f"building graph '{graph.name}' for {tgt.kind.name} failed: {e}") from e
+    specs = []
+    for name in graph.inputs:
+        t = graph.type_of(name)
+        specs.append(InputSpec(name, tuple(int(d) for d in t.shape), t.dtype))
+    return CompiledModel(exe, tgt, specs, len(graph.outputs), output_names=graph.outputs,
+                         pipeline=str(pipeline))
+
+
+def load_compiled(path: str | os.PathLike) -> CompiledModel:
+    """Read a model written by `CompiledModel.save`: the library and `<path>.json`."""
+    path = Path(path)
+    meta_file = metadata_path(path)
+    if not meta_file.exists():
+        raise BackendError(f"no metadata file '{meta_file}' for '{path}': a saved model is the "
+                           f"library plus <library>.json, written by CompiledModel.save")
+    try:
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        target = tvm.target.Target(meta["target"])
+        inputs = [InputSpec.from_json(d) for d in meta["inputs"]]
+        num_outputs = int(meta["num_outputs"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise BackendError(f"metadata file '{meta_file}' is corrupt: {e}") from e
+    if not path.exists():
+        raise BackendError(f"library '{path}' named by '{meta_file}' is missing")
+    model = CompiledModel(None, target, inputs, num_outputs, output_names=meta.get("outputs", ()),
+                          pipeline=meta.get("pipeline", ""),
+                          version=meta.get("graphopt_version", "?"), library_path=path)
+    if not model.is_cross:
+        try:
+            model.executable = tvm.runtime.load_module(os.fspath(path))
+        except (RuntimeError, OSError) as e:
+            raise BackendError(f"cannot load library '{path}': {e}") from e
+    return model

@@ -1,0 +1,109 @@
+"""Lower a graphopt `Graph` to a Relax `IRModule`.
+
+graphopt builds Relax directly from its Graph with `relax.BlockBuilder`, one
+lowering rule per canonical op (`lower_ops.RULES`), instead of exporting
+to ONNX or torch and importing through TVM's frontends:
+
+- one IR all the way: our own Relax passes (QDQ -> integer conv/matmul, next)
+  see quantize/dequantize exactly as the graph wrote them, not as another
+  exporter and importer rephrased them;
+- an op that cannot be lowered is reported by graphopt's node name and op;
+- no second export/import round trip (faster, and nothing to drift);
+- parameters become `relax.const`s straight from their numpy arrays.
+
+The module has one function, "main", taking the graph inputs in order (static
+shapes and dtypes) and returning the graph output, or a tuple of outputs when
+there are several. Every emitted value is checked against the graph's type
+for it, so a rule that disagrees with the IR fails at lowering, naming the node.
+"""
+
+from __future__ import annotations
+
+import re
+
+import tvm
+from tvm import relax
+
+from graphopt.backends.tvm.lower_ops import RULES, RuleContext, const
+from graphopt.errors import BackendError
+from graphopt.ir.graph import Graph, Node
+from graphopt.ir.types import TensorType
+
+__all__ = ["lower_to_relax", "RULES", "describe_node"]
+
+
+def describe_node(node: Node) -> str:
+    """`node 'x' (op)`, or for an opaque node its original form: `(opaque aten.flip.default)`."""
+    if node.is_opaque:
+        what = node.attrs.get("target") or node.attrs.get("op_type") or "?"
+        return f"node '{node.name}' (opaque {what})"
+    return f"node '{node.name}' ({node.op})"
+
+
+def _name_hint(name: str) -> str:
+    hint = re.sub(r"\W", "_", name)
+    return hint if hint and not hint[0].isdigit() else f"v_{hint}"
+
+
+def _input_var(graph: Graph, name: str) -> relax.Var:
+    t = graph.value(name).type
+    if t is None or not t.is_static:
+        raise BackendError(f"graph input '{name}' has type {t}: the TVM backend needs a static "
+                           f"shape and dtype for every input")
+    return relax.Var(_name_hint(name), relax.TensorType(list(t.shape), t.dtype))
+
+
+def _check_type(node: Node, value: str, expr: relax.Expr, want: TensorType | None) -> None:
+    if want is None or not isinstance(expr.ty, relax.TensorType):
+        return
+    got_shape = [int(d) for d in expr.ty.shape.values]
+    got_dtype = str(expr.ty.dtype)
+    if got_shape != list(want.shape) or got_dtype != want.dtype:
+        raise BackendError(f"{describe_node(node)}: TVM computes {got_dtype}{got_shape} for "
+                           f"'{value}' but the graph says {want}")
+
+
+def _lower_node(bb: relax.BlockBuilder, graph: Graph, node: Node,
+                env: dict[str, relax.Expr]) -> None:
+    if node.is_opaque:
+        raise BackendError(f"{describe_node(node)} cannot be lowered to TVM")
+    rule = RULES.get(node.op)
+    if rule is None:
+        raise BackendError(f"{describe_node(node)} has no TVM lowering rule")
+    try:
+        args = [env[v] for v in node.inputs]
+        out = rule(RuleContext(bb, graph, node), *args, **node.attrs)
+        outs = out if isinstance(out, tuple) else (out,)
+        if len(outs) != len(node.outputs):
+            raise BackendError(f"{describe_node(node)}: rule gave {len(outs)} outputs, "
+                               f"node has {len(node.outputs)}")
+        for value, expr in zip(node.outputs, outs):
+            var = expr if isinstance(expr, relax.Var) else bb.emit(expr, _name_hint(value))
+            _check_type(node, value, var, graph.value(value).type)
+            env[value] = var
+    except BackendError:
+        raise
+    except Exception as e:  # TVM raises RuntimeError/ValueError/TypeError subclasses
+        raise BackendError(f"{describe_node(node)} failed to lower to Relax: {e}") from e
+
+
+def lower_to_relax(graph: Graph) -> tvm.IRModule:
+    """An IRModule whose "main" computes `graph` (inputs in order; parameters as constants).
+
+    Raises BackendError naming the node for an opaque node, an op without a rule,
+    or a rule that fails; and naming the input for an input without a static type.
+    """
+    if not graph.outputs:
+        raise BackendError(f"graph '{graph.name}' has no outputs")
+    bb = relax.BlockBuilder()
+    params = [_input_var(graph, name) for name in graph.inputs]
+    env: dict[str, relax.Expr] = dict(zip(graph.inputs, params))
+    env.update({name: const(p.data, p.data.dtype.name) for name, p in graph.params.items()})
+    with bb.function("main", params):
+        with bb.dataflow():
+            for node in graph.nodes:
+                _lower_node(bb, graph, node, env)
+            outs = [env[o] for o in graph.outputs]
+            result = bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
+        bb.emit_func_output(result)
+    return bb.get()

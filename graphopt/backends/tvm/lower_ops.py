@@ -1,0 +1,406 @@
+"""Lowering rules: one function per canonical op, from graphopt semantics to Relax.
+
+A rule has the signature of the op's torch reference in `graphopt.ir.ops`:
+`rule(cx, *inputs, **attrs)`, where the inputs are Relax expressions (None for
+an absent optional input) and `cx` is the `RuleContext` of the node being
+lowered. It returns one Relax expression, or a tuple of them for a
+multi-output op. Shapes are static, so everything shape-dependent (reshape's
+0/-1, expand's -1, slice bounds, flatten) is resolved here, at lowering time.
+
+Each rule states where TVM's op differs from ours and how the rule bridges it;
+tests/test_tvm_lower.py checks every rule against the torch reference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+from tvm import relax
+
+from graphopt.ir.types import TensorType
+
+if TYPE_CHECKING:
+    from graphopt.ir.graph import Graph, Node
+
+R = relax.op
+
+
+@dataclass
+class RuleContext:
+    """What a rule may look at besides its inputs: the node, the graph and the builder."""
+
+    bb: relax.BlockBuilder
+    graph: "Graph"
+    node: "Node"
+
+    def emit(self, expr: relax.Expr) -> relax.Var:
+        return self.bb.emit(expr)
+
+    def out_type(self, index: int = 0) -> TensorType | None:
+        """The graph's declared type of output `index` (None when unknown)."""
+        return self.graph.value(self.node.outputs[index]).type
+
+    def out_dtype(self, default: str) -> str:
+        t = self.out_type()
+        return t.dtype if t is not None else default
+
+
+def shape_of(e: relax.Expr) -> list[int]:
+    return [int(d) for d in e.ty.shape.values]
+
+
+def dtype_of(e: relax.Expr) -> str:
+    return str(e.ty.dtype)
+
+
+def const(value, dt: str) -> relax.Constant:
+    # dtype always explicit: relax.const alone turns int64 into int32 and float64 into float32.
+    return relax.const(np.asarray(value, dtype=dt), dt)
+
+
+def cast(e: relax.Expr, dt: str) -> relax.Expr:
+    return e if dtype_of(e) == dt else R.astype(e, dt)
+
+
+def _channel_shape(rank: int, axis: int, size: int) -> list[int]:
+    s = [1] * rank
+    s[axis] = size
+    return s
+
+
+# --- linear algebra and normalization ----------------------------------------------
+
+def conv(cx, x, w, b=None, *, stride, pads, dilation, groups):
+    # ONNX pads (begins..., ends...) are exactly Relax's padding order for 1/2/3-d.
+    nd = len(shape_of(x)) - 2
+    fn = {1: R.nn.conv1d, 2: R.nn.conv2d, 3: R.nn.conv3d}[nd]
+    y = fn(x, w, strides=list(stride), padding=list(pads), dilation=list(dilation), groups=groups)
+    if b is None:
+        return y
+    return R.add(cx.emit(y), R.reshape(b, _channel_shape(nd + 2, 1, shape_of(b)[0])))
+
+
+def linear(cx, x, w, b=None):
+    return R.linear(x, w, b)
+
+
+def matmul(cx, a, b):
+    return R.matmul(a, b)
+
+
+def batch_norm(cx, x, w, b, mean, var, *, eps):
+    # Inference form: running statistics, no update; Relax returns (y, mean, var).
+    y = cx.emit(R.nn.batch_norm(x, w, b, mean, var, axis=1, epsilon=eps, training=False))
+    return relax.TupleGetItem(y, 0)
+
+
+def layer_norm(cx, x, w=None, b=None, *, normalized_shape, eps):
+    # Relax needs gamma and beta; absent ones are ones/zeros.
+    ns = [int(d) for d in normalized_shape]
+    w = const(np.ones(ns), dtype_of(x)) if w is None else w
+    b = const(np.zeros(ns), dtype_of(x)) if b is None else b
+    return R.nn.layer_norm(x, w, b, axes=list(range(-len(ns), 0)), epsilon=eps)
+
+
+# --- elementwise -----------------------------------------------------------------------
+
+def _unary(fn: Callable) -> Callable:
+    return lambda cx, x: fn(x)
+
+
+def hardsigmoid(cx, x):
+    # relu6(x + 3) / 6
+    return R.divide(R.clip(R.add(x, const(3, dtype_of(x))), 0, 6), const(6, dtype_of(x)))
+
+
+def hardswish(cx, x):
+    # x * relu6(x + 3) / 6
+    return R.multiply(x, cx.emit(hardsigmoid(cx, x)))
+
+
+def reciprocal(cx, x):
+    return R.divide(const(1, dtype_of(x)), x)
+
+
+def gelu(cx, x, *, approximate):
+    return {"none": R.nn.gelu, "tanh": R.nn.gelu_tanh}[approximate](x)
+
+
+def clip(cx, x, *, min, max):  # noqa: A002 - op attribute names
+    # An absent bound is +-inf for floats and the dtype's range for integers.
+    dt = dtype_of(x)
+    if np.issubdtype(np.dtype(dt), np.floating):
+        lo, hi = -math.inf, math.inf
+    else:
+        lo, hi = np.iinfo(np.dtype(dt)).min, np.iinfo(np.dtype(dt)).max
+    return R.clip(x, lo if min is None else min, hi if max is None else max)
+
+
+def _binary(fn: Callable) -> Callable:
+    # torch promotes mixed dtypes; Relax wants them equal: cast both to the result dtype.
+    def rule(cx, a, b):
+        dt = cx.out_dtype(dtype_of(a))
+        return fn(cast(a, dt), cast(b, dt))
+    return rule
+
+
+# --- pooling and reductions ----------------------------------------------------------------
+
+def max_pool(cx, x, *, kernel_size, stride, pads, dilation, ceil_mode):
+    nd = len(shape_of(x)) - 2
+    fn = {1: R.nn.max_pool1d, 2: R.nn.max_pool2d, 3: R.nn.max_pool3d}[nd]
+    return fn(x, pool_size=list(kernel_size), strides=list(stride), padding=list(pads),
+              dilation=list(dilation), ceil_mode=ceil_mode)
+
+
+def avg_pool(cx, x, *, kernel_size, stride, pads, ceil_mode, count_include_pad):
+    nd = len(shape_of(x)) - 2
+    fn = {1: R.nn.avg_pool1d, 2: R.nn.avg_pool2d, 3: R.nn.avg_pool3d}[nd]
+    return fn(x, pool_size=list(kernel_size), strides=list(stride), padding=list(pads),
+              ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+
+
+# Adaptive pools use torch's windows [floor(i*n/m), ceil((i+1)*n/m)). Relax's (TOPI's)
+# kernel for them has data-dependent window extents that dlight cannot schedule for
+# GPUs, so with static shapes they become ordinary ops: a reduction (global), a
+# regular pool (n divisible by m) or, for uneven windows, one step per spatial axis.
+
+def _windows(n: int, m: int) -> list[tuple[int, int]]:
+    return [(i * n // m, -(-(i + 1) * n // m)) for i in range(m)]
+
+
+def _adaptive_plan(x, output_size) -> tuple[list[int], list[int]]:
+    s = shape_of(x)
+    return s[2:], [int(o) if o is not None else s[2 + i] for i, o in enumerate(output_size)]
+
+
+def adaptive_avg_pool(cx, x, *, output_size):
+    ins, outs = _adaptive_plan(x, output_size)
+    axes = list(range(2, 2 + len(ins)))
+    if all(o == 1 for o in outs):
+        return R.mean(x, axes, keepdims=True)
+    if all(n % o == 0 for n, o in zip(ins, outs)):
+        k = [n // o for n, o in zip(ins, outs)]
+        return avg_pool(cx, x, kernel_size=k, stride=k, pads=[0] * 2 * len(k), ceil_mode=False,
+                        count_include_pad=True)
+    # uneven: average along each axis with a constant [out, in] matrix (a matmul)
+    y = x
+    for axis, n, o in zip(axes, ins, outs):
+        if n != o:
+            a = np.zeros((o, n), dtype=dtype_of(x))
+            for i, (lo, hi) in enumerate(_windows(n, o)):
+                a[i, lo:hi] = 1.0 / (hi - lo)
+            y = cx.emit(_matmul_along(cx, y, axis, const(a.T, dtype_of(x))))
+    return y
+
+
+def adaptive_max_pool(cx, x, *, output_size):
+    ins, outs = _adaptive_plan(x, output_size)
+    axes = list(range(2, 2 + len(ins)))
+    if all(o == 1 for o in outs):
+        return R.max(x, axes, keepdims=True)
+    if all(n % o == 0 for n, o in zip(ins, outs)):
+        k = [n // o for n, o in zip(ins, outs)]
+        return max_pool(cx, x, kernel_size=k, stride=k, pads=[0] * 2 * len(k),
+                        dilation=[1] * len(k), ceil_mode=False)
+    # uneven: max over each window along one axis at a time (max is separable)
+    y = x
+    for axis, n, o in zip(axes, ins, outs):
+        if n != o:
+            parts = [cx.emit(R.max(R.strided_slice(y, [axis], [lo], [hi]), [axis], keepdims=True))
+                     for lo, hi in _windows(n, o)]
+            y = cx.emit(R.concat(parts, axis))
+    return y
+
+
+def _matmul_along(cx, x, axis: int, m: relax.Expr) -> relax.Expr:
+    """`x` with its `axis` multiplied by matrix `m` [in, out] (moved last and back)."""
+    rank = len(shape_of(x))
+    if axis == rank - 1:
+        return R.matmul(x, m)
+    perm = [d for d in range(rank) if d != axis] + [axis]
+    inverse = [perm.index(d) for d in range(rank)]
+    return R.permute_dims(cx.emit(R.matmul(cx.emit(R.permute_dims(x, perm)), m)), inverse)
+
+
+def mean(cx, x, *, dims, keepdim):
+    return R.mean(x, list(dims), keepdim)
+
+
+def reduce_sum(cx, x, *, dims, keepdim):
+    # torch sums integers in int64; Relax keeps the input dtype.
+    return R.sum(cast(x, cx.out_dtype(dtype_of(x))), list(dims), keepdim)
+
+
+def softmax(cx, x, *, axis):
+    return R.nn.softmax(x, axis)
+
+
+# --- shape and data movement ---------------------------------------------------------------
+
+def concat(cx, *xs, axis):
+    dt = cx.out_dtype(dtype_of(xs[0]))
+    return R.concat([cast(x, dt) for x in xs], axis)
+
+
+def split(cx, x, *, axis, sizes):
+    # Relax splits at indices: the running sums of the sizes.
+    parts = cx.emit(R.split(x, [int(i) for i in np.cumsum(sizes)[:-1]], axis))
+    return tuple(relax.TupleGetItem(parts, i) for i in range(len(sizes)))
+
+
+def reshape(cx, x, *, shape: Any):
+    # ONNX semantics resolved statically: 0 copies the input dim, -1 is inferred by Relax.
+    src = shape_of(x)
+    return R.reshape(x, [src[i] if d == 0 else int(d) for i, d in enumerate(shape)])
+
+
+def flatten(cx, x, *, start_dim, end_dim):
+    s = shape_of(x)
+    if not s:
+        return R.reshape(x, [1])
+    lo, hi = start_dim % len(s), end_dim % len(s)
+    return R.reshape(x, s[:lo] + [int(np.prod(s[lo:hi + 1], dtype=np.int64))] + s[hi + 1:])
+
+
+def permute(cx, x, *, perm):
+    return R.permute_dims(x, list(perm))
+
+
+def expand(cx, x, *, shape: Any):
+    # -1 keeps the input's dim (aligned from the right); new leading dims are prepended.
+    src = shape_of(x)
+    lead = len(shape) - len(src)
+    target = [src[i - lead] if d == -1 else int(d) for i, d in enumerate(shape)]
+    return R.broadcast_to(x, target)
+
+
+def slice_(cx, x, *, axis, start, end, step):
+    # Python slice bounds (None, negative, past the end) clamped statically.
+    dim = shape_of(x)[axis]
+    s, e, st = slice(start, end, step).indices(dim)
+    e = max(e, s)
+    return R.strided_slice(x, [axis], [s], [e], [st])
+
+
+def select(cx, x, *, axis, index):
+    # slice one index, then drop the axis.
+    s = shape_of(x)
+    axis, index = axis % len(s), index % s[axis % len(s)]
+    return R.squeeze(cx.emit(R.strided_slice(x, [axis], [index], [index + 1])), [axis])
+
+
+def embedding(cx, indices, weight):
+    # "clip" mode: an out-of-range index reads the last row instead of faulting.
+    return R.take(weight, indices, axis=0, mode="clip")
+
+
+def cast_(cx, x, *, dtype: str):
+    # float -> bool is "nonzero" in torch, a truncation in TIR: compare instead.
+    if dtype == "bool" and dtype_of(x) != "bool":
+        return R.not_equal(x, const(0, dtype_of(x)))
+    return R.astype(x, dtype)
+
+
+def identity(cx, x, **_):
+    return x
+
+
+def _qparam_axis(x, scale, axis) -> int | None:
+    """Relax's channel axis for our `axis`; None when a per-tensor scale has several
+    elements (it broadcasts like any operand, which Relax's ops cannot express)."""
+    if axis is not None:
+        return axis % len(shape_of(x))
+    n = int(np.prod(shape_of(scale), dtype=np.int64))
+    if n == 1:
+        return -1
+    return None
+
+
+def quantize(cx, x, scale, zero_point, *, axis, dtype: str):
+    # Relax: clip(round(x / s) + z); its round is round-half-to-even (nearbyint/rint) on
+    # CPU and CUDA, like torch.round.
+    ax = _qparam_axis(x, scale, axis)
+    if ax is None:  # a broadcasting (non per-channel) scale: spell it out
+        lo, hi = _int_range(dtype)
+        q = R.add(R.round(R.divide(x, scale)), cast(zero_point, dtype_of(x)))
+        return R.astype(R.clip(cx.emit(q), lo, hi), dtype)
+    return R.quantize(x, _vector(scale), _vector(zero_point), axis=ax, out_dtype=dtype)
+
+
+def dequantize(cx, q, scale, zero_point, *, axis):
+    # Relax: (q - z) * s, computed in int32 then float32 (exact for 8-bit q).
+    out = cx.out_dtype(dtype_of(scale))
+    ax = _qparam_axis(q, scale, axis)
+    if ax is None:
+        return R.multiply(R.subtract(cast(q, out), cast(zero_point, out)), cast(scale, out))
+    return R.dequantize(q, _vector(scale), _vector(zero_point), axis=ax, out_dtype=out)
+
+
+def _vector(p):
+    # Relax wants a scalar or a 1-D per-channel parameter; flatten [C, 1, 1] and the like.
+    s = shape_of(p)
+    return p if len(s) <= 1 else R.reshape(p, [int(np.prod(s, dtype=np.int64))])
+
+
+def _int_range(dt: str) -> tuple[int, int]:
+    info = np.iinfo(np.dtype(dt))
+    return int(info.min), int(info.max)
+
+
+RuleFn = Callable[..., Any]
+
+RULES: dict[str, RuleFn] = {
+    "conv": conv,                          # nn.conv{1,2,3}d (+ bias add); ONNX pads as is
+    "linear": linear,                      # linear(x, w, b) = x @ w.T + b
+    "matmul": matmul,                      # matmul with broadcasting
+    "batch_norm": batch_norm,              # nn.batch_norm(training=False)[0]
+    "layer_norm": layer_norm,              # nn.layer_norm over the trailing dims
+    "relu": _unary(R.nn.relu),             # nn.relu
+    "sigmoid": _unary(R.sigmoid),          # sigmoid
+    "tanh": _unary(R.tanh),                # tanh
+    "silu": _unary(R.nn.silu),             # nn.silu
+    "hardswish": hardswish,                # x * clip(x + 3, 0, 6) / 6
+    "hardsigmoid": hardsigmoid,            # clip(x + 3, 0, 6) / 6
+    "neg": _unary(R.negative),             # negative
+    "exp": _unary(R.exp),                  # exp
+    "log": _unary(R.log),                  # log
+    "sqrt": _unary(R.sqrt),                # sqrt
+    "rsqrt": _unary(R.rsqrt),              # rsqrt
+    "erf": _unary(R.erf),                  # erf
+    "abs": _unary(R.abs),                  # abs
+    "reciprocal": reciprocal,              # 1 / x
+    "gelu": gelu,                          # nn.gelu | nn.gelu_tanh
+    "clip": clip,                          # clip; a missing bound is +-inf / the int range
+    "add": _binary(R.add),                 # add (operands cast to the result dtype)
+    "sub": _binary(R.subtract),            # subtract
+    "mul": _binary(R.multiply),            # multiply
+    "div": _binary(R.divide),              # divide (true division: ints become float first)
+    "pow": _binary(R.power),               # power
+    "maximum": _binary(R.maximum),         # maximum
+    "minimum": _binary(R.minimum),         # minimum
+    "max_pool": max_pool,                  # nn.max_pool{1,2,3}d, ONNX pads, ceil_mode
+    "avg_pool": avg_pool,                  # nn.avg_pool{1,2,3}d, count_include_pad
+    "adaptive_avg_pool": adaptive_avg_pool,  # mean | avg_pool | per-axis averaging matmul
+    "adaptive_max_pool": adaptive_max_pool,  # max | max_pool | per-axis window max + concat
+    "mean": mean,                          # mean over dims
+    "sum": reduce_sum,                     # sum over dims, in the result dtype
+    "softmax": softmax,                    # nn.softmax
+    "concat": concat,                      # concat (operands cast to the result dtype)
+    "split": split,                        # split at running sums of sizes, then tuple items
+    "reshape": reshape,                    # reshape with 0 resolved statically
+    "flatten": flatten,                    # reshape to the flattened static shape
+    "permute": permute,                    # permute_dims
+    "expand": expand,                      # broadcast_to with -1 resolved statically
+    "slice": slice_,                       # strided_slice with clamped static bounds
+    "select": select,                      # strided_slice + squeeze
+    "embedding": embedding,                # take(weight, indices, axis=0)
+    "cast": cast_,                         # astype; to bool is x != 0
+    "identity": identity,                  # the input itself
+    "dropout": identity,                   # inference: the input itself
+    "quantize": quantize,                  # relax.quantize (per-tensor or per-channel axis)
+    "dequantize": dequantize,              # relax.dequantize
+}
