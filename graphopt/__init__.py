@@ -23,11 +23,14 @@ _LAZY = {
     "Graph": "graphopt.ir.graph",
     "Pipeline": "graphopt.passes.pipeline",
     "PassContext": "graphopt.passes.context",
+    "optimize": "graphopt.api",
+    "load_compiled": "graphopt.api",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
+    from graphopt.api import load_compiled, optimize
     from graphopt.frontends.fx import trace
     from graphopt.frontends.onnx import load_onnx
     from graphopt.ir.graph import Graph

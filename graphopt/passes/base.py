@@ -67,7 +67,7 @@ class Tolerance:
             if self.atol is not None and not np.allclose(b64, a64, atol=self.atol, rtol=self.rtol):
                 err = np.abs(b64 - a64)
                 found.append(f"output {i}: max abs error {err.max():.3g} at index "
-                             f"{np.unravel_index(err.argmax(), err.shape)} exceeds atol={self.atol:g} "
+                             f"{tuple(int(i) for i in np.unravel_index(err.argmax(), err.shape))} exceeds atol={self.atol:g} "
                              f"rtol={self.rtol:g}")
             if self.min_sqnr_db is not None:
                 sqnr = sqnr_db(a64, b64)

@@ -1,0 +1,55 @@
+"""Tune an ONNX model's kernels with MetaSchedule into a database directory.
+
+Records are appended as they are measured, so a killed run loses no finished
+record; running again resumes and spends only the remaining trials. `graphopt
+compile --db DIR` reuses the database. With --rpc-tracker, candidates are
+measured on the devices registered with a TVM RPC tracker under --rpc-key
+(e.g. several boards, or emulated aarch64 servers), so tuning scales out.
+
+Examples:
+  graphopt tune model.onnx --target x86 --db tuning/ --trials 256
+  graphopt tune model.onnx --target arm --db tuning-arm/ --trials 64 \\
+      --rpc-tracker 127.0.0.1:9190 --rpc-key aarch64
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from graphopt.cli_commands.compile import add_target_arguments
+
+HELP = "tune a model's kernels with MetaSchedule (resumable database)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="IN.onnx", help="model to tune")
+    parser.add_argument("--db", required=True, metavar="DIR", help="tuning database directory")
+    parser.add_argument("--trials", type=int, required=True, metavar="N", help="total trial budget")
+    add_target_arguments(parser)
+    parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure through this RPC tracker")
+    parser.add_argument("--rpc-key", default=None, metavar="KEY", help="device key at the tracker")
+
+
+def run(args: argparse.Namespace) -> int:
+    from graphopt.api import run_pipeline_on
+    from graphopt.backends.tvm.lower import lower_to_relax
+    from graphopt.backends.tvm.targets import resolve_target
+    from graphopt.backends.tvm.tuning import RPCConfig, tune
+    from graphopt.cli_commands.common import load_model
+    from graphopt.errors import GraphoptError
+
+    target = resolve_target(args.target)
+    runner = "local"
+    if args.rpc_tracker:
+        host, _, port = args.rpc_tracker.rpartition(":")
+        if not host or not port.isdigit() or not args.rpc_key:
+            raise GraphoptError(f"--rpc-tracker wants HOST:PORT and --rpc-key KEY, got "
+                                f"'{args.rpc_tracker}' and {args.rpc_key!r}")
+        runner = RPCConfig(host, int(port), args.rpc_key)
+    graph, _ = run_pipeline_on(load_model(args.input), args.pipeline, verify=not args.no_verify,
+                               log=args.progress.log)
+    with args.progress.step(f"tuning {args.trials} trials for {target.kind.name} into {args.db}"):
+        tune(lower_to_relax(graph), target, args.db, args.trials, runner=runner)
+    print(f"tuning records in {args.db}; build with: graphopt compile {args.input} "
+          f"--target {args.target} --db {args.db} -o OUT")
+    return 0
