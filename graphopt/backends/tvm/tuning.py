@@ -1,0 +1,509 @@
+"""MetaSchedule tuning with a persistent, resumable database.
+
+A tuning work dir (named by the user) holds:
+
+- ``database_workload.json``, ``database_tuning_record.json``: MetaSchedule's
+  JSON database, one JSON document per line. TVM appends and flushes each
+  record as its batch of measurements completes, so a run killed (even with
+  SIGKILL) loses at most the batch in flight (``num_trials_per_iter``).
+- ``graphopt_tuning.json``: metadata: graphopt db format version, target
+  fingerprint and JSON, TVM version.
+- ``logs/``: MetaSchedule's per-task logs. ``.lock``: held while tuning.
+
+Resuming: ``trials`` is the budget for the model's tasks in this work dir,
+not for one call. Every record of one of the model's tasks (failed
+measurements included) counts as one trial spent; a call spends only
+``trials - spent`` more, and with ``max_trials_per_task`` a task gets at
+most ``max_trials_per_task - its records`` more. Tuning again seeds the
+search with the best records already there. A call whose budget is already
+spent does no tuning.
+
+A work dir belongs to one target: opening it for another target raises
+``TuningDatabaseError`` (records are not checked against the target when
+they are applied, so reusing them silently could apply x86 schedules to
+ARM). A truncated last line (a kill mid-write) is dropped with a
+``TuningDatabaseWarning`` and the file rewritten; any other malformed line
+raises ``TuningDatabaseError`` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+from tvm.ir import IRModule
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+from tvm.ir.utils import derived_object
+from tvm.target import Target
+
+from .schedule import legalize
+from .targets import (
+    TargetSpec,
+    host_cores,
+    resolve_target,
+    target_fingerprint,
+    target_is_cross,
+)
+
+__all__ = [
+    "RPCConfig",
+    "TaskProgress",
+    "TuningDatabaseError",
+    "TuningDatabaseWarning",
+    "TuningError",
+    "load_database",
+    "print_progress",
+    "tune",
+]
+
+FORMAT_VERSION = 1
+METADATA_FILE = "graphopt_tuning.json"
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+LOCK_FILE = ".lock"
+_MS_LOGGER = "tvm.s_tir.meta_schedule"
+
+
+class TuningError(ValueError):
+    """Tuning cannot run as asked (e.g. a cross target measured locally)."""
+
+
+class TuningDatabaseError(RuntimeError):
+    """A tuning work dir that cannot be used: corrupt, another target, busy."""
+
+
+class TuningDatabaseWarning(UserWarning):
+    """A tuning database was repaired (a truncated last line dropped)."""
+
+
+@dataclass(frozen=True)
+class RPCConfig:
+    """Measure on the devices registered with a TVM RPC tracker under ``tracker_key``."""
+
+    tracker_host: str
+    tracker_port: int
+    tracker_key: str
+    session_timeout_sec: float = 60.0
+    session_priority: int = 1
+    max_workers: int = 1  # measurements in flight: at most the devices behind the key
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """Where tuning stands after a batch of measurements of one task."""
+
+    index: int  # 1-based
+    num_tasks: int
+    name: str
+    trials: int  # this task's trials in the work dir, earlier runs included
+    best_ms: float | None  # best measured latency of this task's kernel
+    total_trials: int  # all tasks
+    total_budget: int
+
+
+def print_progress(p: TaskProgress) -> None:
+    """The default progress reporter: one line per batch."""
+    best = "-" if p.best_ms is None else f"{p.best_ms:.4g} ms"
+    print(
+        f"[tune {p.index}/{p.num_tasks}] {p.name}: {p.trials} trials, best {best} "
+        f"({p.total_trials}/{p.total_budget} total)",
+        flush=True,
+    )
+
+
+# --- the work dir -----------------------------------------------------------
+
+
+def _line_problem(line: str, check: Callable[[object], str | None]) -> str | None:
+    try:
+        return check(json.loads(line))
+    except json.JSONDecodeError as err:
+        return f"not valid JSON ({err})"
+
+
+def _check_table(path: Path, check: Callable[[object], str | None]) -> int:
+    """Check a JSON-lines table and return its number of entries.
+
+    A bad last line (a write cut off by a kill) is dropped with a warning and
+    the file rewritten, so that TVM can load it and append after it; a bad
+    line before the last raises ``TuningDatabaseError``.
+    """
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    if not text:
+        return 0
+    lines = text.split("\n")
+    rewrite = lines[-1] != ""  # the file should end with a newline
+    if not rewrite:
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        problem = _line_problem(line, check)
+        if problem is None:
+            continue
+        if number < len(lines):
+            raise TuningDatabaseError(f"corrupt tuning database {path}, line {number}: {problem}")
+        warnings.warn(
+            f"{path}: dropping its last line ({len(line)} characters), cut off by a "
+            f"killed run? ({problem})",
+            TuningDatabaseWarning,
+            stacklevel=4,
+        )
+        lines.pop()
+        rewrite = True
+    if rewrite:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        os.replace(tmp, path)
+    return len(lines)
+
+
+def _check_workload(obj: object) -> str | None:
+    ok = isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], str)
+    return None if ok else "not a [hash, module] workload"
+
+
+def _check_records(num_workloads: int) -> Callable[[object], str | None]:
+    def check(obj: object) -> str | None:
+        if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[1], list)):
+            return "not a [workload index, record] entry"
+        if not (isinstance(obj[0], int) and 0 <= obj[0] < num_workloads):
+            return f"workload index {obj[0]!r} not in the {num_workloads} workloads"
+        return None
+
+    return check
+
+
+def _metadata(target: Target) -> dict:
+    return {
+        "format": "graphopt-tuning",
+        "version": FORMAT_VERSION,
+        "target": target_fingerprint(target),
+        "target_json": json.loads(str(target)),
+        "tvm": tvm.__version__,
+    }
+
+
+def _check_metadata(work_dir: Path, target: Target) -> bool:
+    """Check the work dir belongs to ``target``; False if it has no metadata yet."""
+    path = work_dir / METADATA_FILE
+    if not path.exists():
+        if (work_dir / RECORD_FILE).exists() and (work_dir / RECORD_FILE).stat().st_size:
+            raise TuningDatabaseError(
+                f"{work_dir} holds tuning records but no {METADATA_FILE}: not a graphopt "
+                "tuning dir, or its metadata was removed; use an empty directory"
+            )
+        return False
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        version, fingerprint = meta["version"], meta["target"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise TuningDatabaseError(f"unreadable tuning metadata {path}: {err}") from None
+    if version > FORMAT_VERSION:
+        raise TuningDatabaseError(
+            f"{path}: db format version {version}, this graphopt reads up to {FORMAT_VERSION}"
+        )
+    if fingerprint != target_fingerprint(target):
+        raise TuningDatabaseError(
+            f"{work_dir} was tuned for another target ({fingerprint}: "
+            f"{json.dumps(meta.get('target_json'))}), not for {target_fingerprint(target)}: "
+            f"{target}; use one work dir per target"
+        )
+    if meta.get("tvm") != tvm.__version__:
+        warnings.warn(
+            f"{work_dir} was tuned with TVM {meta.get('tvm')}, this is TVM {tvm.__version__}",
+            TuningDatabaseWarning,
+            stacklevel=3,
+        )
+    return True
+
+
+def _open_database(work_dir: Path) -> ms.database.JSONDatabase:
+    workloads = _check_table(work_dir / WORKLOAD_FILE, _check_workload)
+    _check_table(work_dir / RECORD_FILE, _check_records(workloads))
+    try:
+        return ms.database.JSONDatabase(
+            str(work_dir / WORKLOAD_FILE), str(work_dir / RECORD_FILE), allow_missing=True
+        )
+    except Exception as err:  # TVM's own parse errors name the line
+        raise TuningDatabaseError(f"TVM cannot load the tuning database in {work_dir}: {err}")
+
+
+@contextmanager
+def _locked(work_dir: Path, exclusive: bool) -> Iterator[None]:
+    with open(work_dir / LOCK_FILE, "a", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TuningDatabaseError(f"{work_dir} is in use by a tuning run") from None
+        yield  # the lock goes with the file (and with the process, if killed)
+
+
+def load_database(work_dir: str | os.PathLike, target: TargetSpec) -> ms.Database | None:
+    """The tuning database in ``work_dir`` for ``target``; None if it has no records."""
+    work_dir, target = Path(work_dir), _tuning_target(target)
+    if not work_dir.is_dir():
+        return None
+    with _locked(work_dir, exclusive=False):
+        if not _check_metadata(work_dir, target):
+            return None
+        database = _open_database(work_dir)
+    return database if len(database) else None
+
+
+# --- tuning -------------------------------------------------------------------
+
+
+@dataclass
+class _Task:
+    extracted: ms.ExtractedTask
+    trials: int = 0  # records in the database, then + measured by this run
+    best_ms: float | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.extracted.task_name)
+
+    @property
+    def mod(self) -> IRModule:
+        return self.extracted.dispatched[0]  # what MetaSchedule records as the workload
+
+
+def _mean_ms(run_secs) -> float | None:
+    secs = [float(s) for s in run_secs]
+    mean = sum(secs) / len(secs) if secs else 1e10
+    return None if mean >= 1e9 else mean * 1e3  # failures are recorded as 1e10 s
+
+
+def _count_done(database: ms.Database, tasks: list[_Task]) -> None:
+    """Fill each task's trials and best latency from the records already in the database."""
+    records = database.get_all_tuning_records()
+    for task in tasks:
+        if not database.has_workload(task.mod):
+            continue
+        workload = database.commit_workload(task.mod)  # the stored one
+        mine = [r for r in records if r.workload.same_as(workload)]
+        task.trials = len(mine)
+        times = [t for t in (_mean_ms(r.run_secs) for r in mine) if t is not None]
+        task.best_ms = min(times, default=None)
+
+
+@derived_object
+class _Progress(PyMeasureCallback):
+    """Counts trials per task and reports after each batch."""
+
+    def __init__(self, tasks: list[_Task], group: list[int], report, budget: int):
+        super().__init__()
+        self.tasks, self.group, self.report, self.budget = tasks, group, report, budget
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        index = self.group[task_id]
+        task = self.tasks[index]
+        task.trials += len(runner_results)
+        for result in runner_results:
+            if result.error_msg is None and result.run_secs is not None:
+                latency = _mean_ms(result.run_secs)
+                if latency is not None and (task.best_ms is None or latency < task.best_ms):
+                    task.best_ms = latency
+        if self.report is not None:
+            self.report(_progress(self.tasks, index, self.budget))
+
+
+def _progress(tasks: list[_Task], index: int, budget: int) -> TaskProgress:
+    task = tasks[index]
+    return TaskProgress(
+        index=index + 1,
+        num_tasks=len(tasks),
+        name=task.name,
+        trials=task.trials,
+        best_ms=task.best_ms,
+        total_trials=sum(t.trials for t in tasks),
+        total_budget=budget,
+    )
+
+
+def _tuning_target(spec: TargetSpec) -> Target:
+    """The target as tuned and recorded: MetaSchedule needs ``num-cores`` on CPU
+    targets, and one that runs on this host gets this host's."""
+    target = resolve_target(spec)
+    if target.kind.name != "llvm" or target.attrs.get("num-cores") or target_is_cross(target):
+        return target
+    return Target({**json.loads(str(target)), "num-cores": host_cores()})
+
+
+def build_candidate(mod: IRModule, target: Target, _params) -> tvm.runtime.Module:
+    """MetaSchedule's default candidate build, less its ``import tvm.s_tir.tensor_intrin``.
+
+    That import parses ~500 TVMScript intrinsics (over a minute on a busy
+    2-core machine) in every builder worker of every batch. Candidates arrive
+    as scheduled TIR with any intrinsic already substituted, so their build
+    does not need the intrinsic registry.
+    """
+    # pylint: disable=import-outside-toplevel
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm.tirx.build(mod, target=target)
+
+
+def export_shared(rt_mod: tvm.runtime.Module, compiler: str) -> str:
+    """Export a candidate as a shared library linked by ``compiler`` (cross builds)."""
+    # pylint: disable=import-outside-toplevel
+    import tempfile
+
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
+    rt_mod.export_library(path, fcompile=cc.cross_compiler(compiler))
+    return path
+
+
+def _builder(target: Target, timeout_sec: float) -> ms.builder.Builder:
+    export = None  # MetaSchedule's default: a .tar that the runner side links
+    if target.kind.name == "llvm" and target_is_cross(target) and target.attrs.get("mtriple"):
+        export = functools.partial(export_shared, compiler=f"{target.attrs['mtriple']}-g++")
+    return ms.builder.LocalBuilder(
+        max_workers=os.cpu_count() or 1,
+        timeout_sec=timeout_sec,
+        f_build=build_candidate,
+        f_export=export,
+    )
+
+
+def _check_runner(runner: str | RPCConfig, target: Target) -> None:
+    if isinstance(runner, RPCConfig):
+        return
+    if runner != "local":
+        raise TuningError(f"runner is 'local' or an RPCConfig, not {runner!r}")
+    if target_is_cross(target):
+        raise TuningError(
+            f"code for {target} cannot run on this host: measure it on a device "
+            "through an RPC tracker (runner=RPCConfig(...))"
+        )
+
+
+def _runner(runner: str | RPCConfig, timeout_sec: float) -> ms.runner.Runner:
+    if isinstance(runner, RPCConfig):
+        config = ms.runner.RPCConfig(
+            tracker_host=runner.tracker_host,
+            tracker_port=runner.tracker_port,
+            tracker_key=runner.tracker_key,
+            session_priority=runner.session_priority,
+            session_timeout_sec=runner.session_timeout_sec,
+        )
+        return ms.runner.RPCRunner(config, max_workers=runner.max_workers)
+    return ms.runner.LocalRunner(timeout_sec=timeout_sec)
+
+
+def _extract_tasks(mod: IRModule, target: Target) -> list[_Task]:
+    extracted = ms.relax_integration.extract_tasks(legalize(mod, target), target)
+    return [_Task(t) for t in extracted if not t.mod.attrs.get("tirx.is_scheduled", False)]
+
+
+def _tune_contexts(tasks: list[_Task], work_dir: Path, seed, verbose) -> list[ms.TuneContext]:
+    """One TuneContext per task. The first in a process imports TVM's tensor intrinsics (slow)."""
+    contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        [t.extracted for t in tasks], str(work_dir), seed=seed
+    )
+    # That also (re)configured MetaSchedule's loggers: files under
+    # work_dir/logs and a console handler, showing warnings only unless verbose.
+    for handler in logging.getLogger(_MS_LOGGER).handlers:
+        if handler.get_name() == f"{_MS_LOGGER}.console":
+            handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    return contexts
+
+
+def _plan(tasks: list[_Task], per_task: int | None, budget: int) -> list[tuple[int, list[int]]]:
+    """Tasks still to tune, grouped by what each may still spend: [(cap, task indices)].
+
+    One MetaSchedule run takes one per-task cap, so after an interrupted run
+    the partly tuned tasks form groups of their own.
+    """
+    if per_task is None:
+        return [(budget, list(range(len(tasks))))] if tasks else []
+    caps: dict[int, list[int]] = {}
+    for i, task in enumerate(tasks):
+        if per_task - task.trials > 0:
+            caps.setdefault(per_task - task.trials, []).append(i)
+    return sorted(caps.items(), reverse=True)
+
+
+def tune(
+    mod: IRModule,
+    target: TargetSpec,
+    work_dir: str | os.PathLike,
+    trials: int,
+    *,
+    runner: str | RPCConfig = "local",
+    progress: Callable[[TaskProgress], None] | None = print_progress,
+    max_trials_per_task: int | None = None,
+    num_trials_per_iter: int = 16,
+    seed: int | None = None,
+    timeout_sec: float = 120.0,
+    verbose: bool = False,
+) -> ms.Database:
+    """Tune the kernels of ``mod`` for ``target``, keeping records in ``work_dir``.
+
+    ``trials`` is the total budget for this model in this work dir; records
+    already there count toward it (see the module docstring). Returns the
+    database, ready for ``schedule.build(mod, target, database)``.
+    ``timeout_sec`` bounds one candidate's build and one local measurement
+    (a busy machine needs more than MetaSchedule's default 30 s).
+    ``verbose`` shows MetaSchedule's own log on the console; it is always
+    written to ``work_dir/logs``.
+    """
+    if trials < 0 or (max_trials_per_task is not None and max_trials_per_task < 1):
+        raise TuningError("trials must be >= 0 and max_trials_per_task >= 1")
+    target = _tuning_target(target)
+    if target.kind.name == "llvm" and not target.attrs.get("num-cores"):
+        raise TuningError(
+            "tuning a CPU target other than this host needs its core count: "
+            "add 'num-cores' to the target dict"
+        )
+    _check_runner(runner, target)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(work_dir, exclusive=True):
+        if not _check_metadata(work_dir, target):
+            (work_dir / METADATA_FILE).write_text(json.dumps(_metadata(target), indent=1) + "\n")
+        database = _open_database(work_dir)
+        tasks = _extract_tasks(mod, target)
+        _count_done(database, tasks)
+        if progress is not None:
+            for i, task in enumerate(tasks):
+                if task.trials:
+                    progress(_progress(tasks, i, trials))
+        plan = _plan(tasks, max_trials_per_task, trials)
+        if not plan or sum(t.trials for t in tasks) >= trials:
+            return database
+        contexts = _tune_contexts(tasks, work_dir, seed, verbose)
+        builder = _builder(target, timeout_sec)
+        measure = _runner(runner, timeout_sec)
+        for cap, group in plan:
+            remaining = trials - sum(t.trials for t in tasks)
+            if remaining <= 0:
+                break
+            ms.tune.tune_tasks(
+                tasks=[contexts[i] for i in group],
+                task_weights=[float(tasks[i].extracted.weight) for i in group],
+                work_dir=str(work_dir),
+                max_trials_global=min(remaining, cap * len(group)),
+                max_trials_per_task=min(remaining, cap),
+                num_trials_per_iter=num_trials_per_iter,
+                builder=builder,
+                runner=measure,
+                database=database,
+                measure_callbacks=[
+                    *ms.MeasureCallback.create("default"),
+                    _Progress(tasks, group, progress, trials),
+                ],
+            )
+    return database
