@@ -455,6 +455,8 @@ def tune(
     ``trials`` is the total budget for this model in this work dir; records
     already there count toward it (see the module docstring). Returns the
     database, ready for ``schedule.build(mod, target, database)``.
+    ``progress`` is called first for each task that already has records,
+    then after every batch of measurements (None: silent).
     ``timeout_sec`` bounds one candidate's build and one local measurement
     (a busy machine needs more than MetaSchedule's default 30 s).
     ``verbose`` shows MetaSchedule's own log on the console; it is always
