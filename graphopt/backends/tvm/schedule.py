@@ -39,6 +39,7 @@ from tvm.s_tir.meta_schedule import Database
 from tvm.target import Target
 
 from .targets import TargetSpec, resolve_target, target_is_gpu
+from graphopt.errors import BackendError
 
 __all__ = [
     "CudaToolchainError",
@@ -53,11 +54,11 @@ __all__ = [
 ]
 
 
-class CudaToolchainError(RuntimeError):
+class CudaToolchainError(BackendError, RuntimeError):
     """PTX was asked for but no CUDA compiler (nvcc) is available."""
 
 
-class UnscheduledKernelError(RuntimeError):
+class UnscheduledKernelError(BackendError, RuntimeError):
     """GPU kernels left the schedule stage without a schedule."""
 
 

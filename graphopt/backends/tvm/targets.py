@@ -31,6 +31,7 @@ from typing import Any
 
 import tvm
 from tvm.target import Target, codegen
+from graphopt.errors import GraphoptError
 
 __all__ = [
     "PRESETS",
@@ -55,7 +56,7 @@ _ISA_FEATURE_PREFIXES = (
 )  # fmt: skip
 
 
-class TargetError(ValueError):
+class TargetError(GraphoptError, ValueError):
     """A target spec that cannot be turned into a TVM target."""
 
 

@@ -46,6 +46,8 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 from tvm.ir.utils import derived_object
 from tvm.target import Target
 
+from graphopt.errors import GraphoptError
+
 from .schedule import legalize
 from .targets import (
     TargetSpec,
@@ -74,11 +76,11 @@ LOCK_FILE = ".lock"
 _MS_LOGGER = "tvm.s_tir.meta_schedule"
 
 
-class TuningError(ValueError):
+class TuningError(GraphoptError, ValueError):
     """Tuning cannot run as asked (e.g. a cross target measured locally)."""
 
 
-class TuningDatabaseError(RuntimeError):
+class TuningDatabaseError(GraphoptError, RuntimeError):
     """A tuning work dir that cannot be used: corrupt, another target, busy."""
 
 
