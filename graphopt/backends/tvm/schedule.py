@@ -38,8 +38,9 @@ from tvm.s_tir import dlight as dl
 from tvm.s_tir.meta_schedule import Database
 from tvm.target import Target
 
-from .targets import TargetSpec, resolve_target, target_is_gpu
 from graphopt.errors import BackendError
+
+from .targets import TargetSpec, resolve_target, target_is_gpu
 
 __all__ = [
     "CudaToolchainError",

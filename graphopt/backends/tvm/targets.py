@@ -31,6 +31,7 @@ from typing import Any
 
 import tvm
 from tvm.target import Target, codegen
+
 from graphopt.errors import GraphoptError
 
 __all__ = [
