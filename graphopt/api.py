@@ -15,6 +15,7 @@ import onnx
 import torch
 
 from graphopt.backends.torch import to_tensor
+from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_TARGET
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
 from graphopt.passes import PassContext, Pipeline, default_instruments
@@ -22,8 +23,6 @@ from graphopt.passes import PassContext, Pipeline, default_instruments
 if TYPE_CHECKING:
     from graphopt.backends.tvm.compiled import CompiledModel
 
-# The exact cleanups; compression passes are opt-in.
-DEFAULT_PIPELINE = "fold-bn,fold-constants,eliminate-identity,eliminate-dead-code"
 
 ModelLike = torch.nn.Module | onnx.ModelProto | Graph | str | os.PathLike
 
@@ -58,7 +57,7 @@ def run_pipeline_on(graph: Graph, pipeline: str | Pipeline | None, *, example_in
     return pipe.run(graph, ctx).graph, pipe
 
 
-def optimize(model: ModelLike, example_inputs: Sequence | None = None, *, target: Any = "x86",
+def optimize(model: ModelLike, example_inputs: Sequence | None = None, *, target: Any = DEFAULT_TARGET,
              pipeline: str | Pipeline | None = None, tune: int = 0, db: str | os.PathLike | None = None,
              verify: bool = True, log: Callable[[str], None] | None = None) -> "CompiledModel":
     """Compile `model` for `target` ("x86", "arm", "cuda", ... or a TVM target dict).

@@ -280,5 +280,7 @@ def test_demo_runs_end_to_end(capsys, tmp_path):
     assert rows["batch_norm"][1:] == ["3", "0", "-3"]
     accuracy = rows["onnxruntime (model.onnx)"][3]
     assert accuracy.endswith("%") and float(accuracy[:-1]) > 80  # real digits, trained briefly
+    assert rows["TVM x86 (compiled)"][4] == accuracy  # the compiled library agrees too
+    assert (tmp_path / "demo" / "model.so").exists() and (tmp_path / "demo" / "model.so.json").exists()
     assert f"wrote {written}: same outputs as the torch model" in out
     assert "training digits_cnn" in err  # progress on stderr

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_TARGET
+
 HELP = "compile an ONNX model with TVM for x86, arm or cuda and save it"
 
 
@@ -28,12 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-t", "--target", default="x86",
+    parser.add_argument("-t", "--target", default=DEFAULT_TARGET,
                         help="preset (x86, arm, arm-dotprod, cuda, cuda-sm80, cuda-sm90) or a TVM "
-                             "target dict as JSON (default: x86)")
+                             f"target dict as JSON (default: {DEFAULT_TARGET})")
     parser.add_argument("-p", "--pipeline", default=None, metavar="PIPELINE",
-                        help="pass pipeline (default: fold-bn,fold-constants,eliminate-identity,"
-                             "eliminate-dead-code; '' for none)")
+                        help=f"pass pipeline (default: {DEFAULT_PIPELINE}; '' for none)")
     parser.add_argument("--no-verify", action="store_true", help="skip the per-pass numerical check")
 
 

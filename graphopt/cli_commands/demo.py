@@ -4,7 +4,8 @@ Builds a bundled model (by default a small CNN trained for a few seconds on
 scikit-learn's handwritten digits, real data), traces it into the graphopt IR,
 runs the exact cleanup pipeline with the numerical verifier on, prints op
 counts and accuracy/outputs before and after, writes the optimized model as
-ONNX and checks that onnxruntime computes the same outputs from that file.
+ONNX and checks that onnxruntime computes the same outputs from that file, then
+compiles it with TVM for this machine and checks the compiled code too.
 
 Other bundled models (resnet18, mobilenet_v2, vit_small, bert_small) get seeded
 random weights and inputs, so only outputs are compared for them.
@@ -19,9 +20,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-HELP = "trace, optimize, export and check a bundled model (default: a CNN trained on digits)"
+from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_TARGET
 
-DEFAULT_PIPELINE = "fold-bn,fold-constants,eliminate-identity,eliminate-dead-code"
+HELP = "trace, optimize, export, compile and check a bundled model (default: a CNN trained on digits)"
 DIGITS_MODELS = ("digits_cnn", "digits_mlp")
 ATOL = 1e-4  # the cleanup passes are exact; float reassociation stays far below this
 
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where model.onnx is written (default: out/demo)")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs for digits models (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights, data split and inputs")
+    parser.add_argument("--target", default=DEFAULT_TARGET,
+                        help=f"TVM target to compile for and run here (default: {DEFAULT_TARGET})")
+    parser.add_argument("--no-compile", action="store_true", help="skip the TVM build")
 
 
 @dataclass
@@ -95,8 +99,9 @@ def _run(args: argparse.Namespace) -> int:
         "traced graph": graph.run,
         "optimized graph": optimized.run,
         "onnxruntime (model.onnx)": ort_run,
-        # a backend that compiles `optimized` (e.g. TVM) adds its runner here and is checked alike
     }
+    if not args.no_compile:
+        runners[f"TVM {args.target} (compiled)"] = _tvm_runner(optimized, args, progress)
     with progress.step(f"comparing outputs on {data.description}"):
         outputs = {name: _predict(fn, data) for name, fn in runners.items()}
     print()
@@ -107,8 +112,9 @@ def _run(args: argparse.Namespace) -> int:
     if bad:
         raise GraphoptError(f"demo check failed: {', '.join(bad)} differ from the torch model "
                             f"by more than {ATOL:g}")
+    checked = "onnxruntime" if args.no_compile else f"onnxruntime and TVM ({Path(args.out) / 'model.so'})"
     print(f"\nwrote {out_path}: same outputs as the torch model (max |diff| <= {ATOL:g}) "
-          f"in onnxruntime, {len(graph.nodes)} -> {len(optimized.nodes)} nodes")
+          f"in {checked}, {len(graph.nodes)} -> {len(optimized.nodes)} nodes")
     return 0
 
 
@@ -141,6 +147,17 @@ def _build(args: argparse.Namespace, progress):
     return model, example, EvalSet(samples, data.y_test.numpy(), f"{len(samples)} held-out digit images")
 
 
+def _tvm_runner(graph, args: argparse.Namespace, progress) -> Callable[[Sequence[np.ndarray]], list]:
+    from graphopt.backends.tvm.compiled import compile_graph
+
+    with progress.step(f"compiling with TVM for {args.target}"):
+        compiled = compile_graph(graph, args.target, pipeline=args.pipeline)
+    path = Path(args.out) / "model.so"
+    compiled.save(path)
+    progress.log(f"  saved {path} (+ {path.name}.json)")
+    return lambda xs: [compiled(*xs)]
+
+
 def _ort_runner(path: Path) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
     from graphopt.backends.onnxruntime import ort_session
 
@@ -164,6 +181,7 @@ def _comparison(outputs: dict[str, np.ndarray], data: EvalSet, nodes_before: int
     reference = outputs["torch model (eager)"]
     nodes = {"traced graph": nodes_before, "optimized graph": nodes_after,
              "onnxruntime (model.onnx)": nodes_after}
+    nodes.update({name: nodes_after for name in outputs if name.startswith("TVM")})
     header = ("", "nodes") + (("accuracy",) if data.labels is not None else ()) + ("max |diff| vs torch",)
     rows = [header]
     for name, out in outputs.items():
