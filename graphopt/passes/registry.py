@@ -43,7 +43,7 @@ def get_pass_class(name: str) -> type[Pass]:
 
 def unknown_pass_message(name: str) -> str:
     close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown pass '{name}'{hint}; registered passes: {', '.join(sorted(_REGISTRY))}"
 
 
