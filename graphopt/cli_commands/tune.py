@@ -4,12 +4,13 @@ Records are appended as they are measured, so a killed run loses no finished
 record; running again resumes and spends only the remaining trials. `graphopt
 compile --db DIR` reuses the database. With --rpc-tracker, candidates are
 measured on the devices registered with a TVM RPC tracker under --rpc-key
-(e.g. several boards, or emulated aarch64 servers), so tuning scales out.
+(e.g. several boards, or emulated aarch64 servers), --rpc-workers of them at
+a time, so tuning scales out. scripts/tune_over_rpc.sh shows it end to end.
 
 Examples:
   graphopt tune model.onnx --target x86 --db tuning/ --trials 256
   graphopt tune model.onnx --target arm --db tuning-arm/ --trials 64 \\
-      --rpc-tracker 127.0.0.1:9190 --rpc-key aarch64
+      --rpc-tracker 127.0.0.1:9190 --rpc-key aarch64 --rpc-workers 4
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure through this RPC tracker")
     parser.add_argument("--rpc-key", default=None, metavar="KEY", help="device key at the tracker")
+    parser.add_argument("--rpc-workers", type=int, default=1, metavar="N",
+                        help="measurements in flight, up to the devices under the key (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         if not host or not port.isdigit() or not args.rpc_key:
             raise GraphoptError(f"--rpc-tracker wants HOST:PORT and --rpc-key KEY, got "
                                 f"'{args.rpc_tracker}' and {args.rpc_key!r}")
-        runner = RPCConfig(host, int(port), args.rpc_key)
+        if args.rpc_workers < 1:
+            raise GraphoptError(f"--rpc-workers must be >= 1, got {args.rpc_workers}")
+        runner = RPCConfig(host, int(port), args.rpc_key, max_workers=args.rpc_workers)
     graph, _ = run_pipeline_on(load_model(args.input), args.pipeline, verify=not args.no_verify,
                                log=args.progress.log)
     with args.progress.step(f"tuning {args.trials} trials for {target.kind.name} into {args.db}"):

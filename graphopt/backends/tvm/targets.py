@@ -9,12 +9,21 @@ preset     TVM target
 x86        this host's LLVM CPU: ``mcpu`` from LLVM's host detection (so
            AVX2 / AVX-512 / VNNI are used where the host has them) and
            ``num-cores`` (physical cores, needed by MetaSchedule)
-arm        aarch64 Linux with NEON
-arm-dotprod  aarch64 Linux with NEON and the int8 dot product (sdot/udot)
+arm        aarch64 Linux with NEON, ``num-cores`` 4 (see below)
+arm-dotprod  aarch64 Linux with NEON and the int8 dot product (sdot/udot),
+           ``num-cores`` 4
 cuda       alias of cuda-sm80: sm_80 code also runs on later GPUs
 cuda-sm80  CUDA, arch sm_80 (Ampere), LLVM host
 cuda-sm90  CUDA, arch sm_90 (Hopper), LLVM host
 ========== ============================================================
+
+The arm presets are cross targets, so no host detection can supply
+``num-cores``, which MetaSchedule needs to tune a CPU target (it sizes
+parallel loops by it). They carry 4, the core count of the common Cortex-A
+boards (TVM's own ``raspberry-pi/4b-aarch64`` tag says the same), so that
+``tune``, ``load_database`` and the build all see one fixed target and one
+fingerprint on every machine. Code runs on any core count; for a device
+with another, tune with a target dict stating its ``num-cores``.
 
 ``resolve_target`` also accepts any TVM target dict (or its JSON text), a
 TVM target tag (``tvm.target.list_tags()``) and a ``tvm.target.Target``.
@@ -35,6 +44,7 @@ from tvm.target import Target, codegen
 from graphopt.errors import GraphoptError
 
 __all__ = [
+    "ARM_NUM_CORES",
     "PRESETS",
     "host_cores",
     "TargetError",
@@ -106,14 +116,23 @@ def _cuda(arch: str) -> Callable[[], dict[str, Any]]:
     }
 
 
-PRESETS: dict[str, Callable[[], dict[str, Any]]] = {
-    "x86": _x86,
-    "arm": lambda: {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
-    "arm-dotprod": lambda: {
+# Cores assumed by the arm presets when tuning (see the module docstring).
+ARM_NUM_CORES = 4
+
+
+def _arm(*mattr: str) -> Callable[[], dict[str, Any]]:
+    return lambda: {
         "kind": "llvm",
         "mtriple": "aarch64-linux-gnu",
-        "mattr": ["+neon", "+dotprod"],
-    },
+        "mattr": list(mattr),
+        "num-cores": ARM_NUM_CORES,
+    }
+
+
+PRESETS: dict[str, Callable[[], dict[str, Any]]] = {
+    "x86": _x86,
+    "arm": _arm("+neon"),
+    "arm-dotprod": _arm("+neon", "+dotprod"),
     "cuda": _cuda("sm_80"),
     "cuda-sm80": _cuda("sm_80"),
     "cuda-sm90": _cuda("sm_90"),

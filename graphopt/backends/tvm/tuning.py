@@ -392,6 +392,38 @@ def _check_runner(runner: str | RPCConfig, target: Target) -> None:
         )
 
 
+def _fill_from_host(tensor) -> None:
+    """Fill a (remote) tensor with random data made here and copied over."""
+    # pylint: disable=import-outside-toplevel
+    import numpy as np
+
+    shape, dtype = tuple(tensor.shape), str(tensor.dtype)
+    rng = np.random.default_rng()
+    if np.dtype(dtype).kind == "f":
+        data = rng.uniform(-1.0, 1.0, shape).astype(dtype)
+    else:  # integers and bools: zeros, valid as indices into any input
+        data = np.zeros(shape, dtype)
+    tensor.copyfrom(data)
+
+
+def alloc_measure_args(session, device, args_info, alloc_repeat):
+    """RPCRunner's argument allocation that also serves runtime-only servers.
+
+    MetaSchedule fills the kernel arguments with the device's
+    ``tvm.contrib.random.random_fill_for_measure``, which a server that
+    loaded only TVM's runtime library (such as the emulated aarch64 server)
+    lacks; there the data is made here and copied to the device instead.
+    """
+    # pylint: disable=import-outside-toplevel
+    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
+
+    try:
+        fill = session.get_function("tvm.contrib.random.random_fill_for_measure")
+    except AttributeError:
+        fill = _fill_from_host
+    return alloc_argument_common(fill, device, args_info, alloc_repeat)
+
+
 def _runner(runner: str | RPCConfig, timeout_sec: float) -> ms.runner.Runner:
     if isinstance(runner, RPCConfig):
         config = ms.runner.RPCConfig(
@@ -401,7 +433,9 @@ def _runner(runner: str | RPCConfig, timeout_sec: float) -> ms.runner.Runner:
             session_priority=runner.session_priority,
             session_timeout_sec=runner.session_timeout_sec,
         )
-        return ms.runner.RPCRunner(config, max_workers=runner.max_workers)
+        return ms.runner.RPCRunner(
+            config, f_alloc_argument=alloc_measure_args, max_workers=runner.max_workers
+        )
     return ms.runner.LocalRunner(timeout_sec=timeout_sec)
 
 
@@ -470,7 +504,7 @@ def tune(
     if target.kind.name == "llvm" and not target.attrs.get("num-cores"):
         raise TuningError(
             "tuning a CPU target other than this host needs its core count: "
-            "add 'num-cores' to the target dict"
+            "add 'num-cores' to the target dict (the arm presets carry one)"
         )
     _check_runner(runner, target)
     work_dir = Path(work_dir)
