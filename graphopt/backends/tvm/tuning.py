@@ -49,6 +49,7 @@ from tvm.target import Target
 from graphopt.errors import GraphoptError
 
 from .schedule import legalize
+from .task_scheduler import CommitEachBatch
 from .targets import (
     TargetSpec,
     host_cores,
@@ -529,13 +530,18 @@ def tune(
             remaining = trials - sum(t.trials for t in tasks)
             if remaining <= 0:
                 break
+            # MetaSchedule gives tasks their first round in order: a budget smaller than
+            # tasks x rounds would leave the later kernels untuned (naive loops), so
+            # shrink the round until every task of the group gets one.
+            per_iter = max(1, min(num_trials_per_iter, remaining // len(group)))
             ms.tune.tune_tasks(
                 tasks=[contexts[i] for i in group],
                 task_weights=[float(tasks[i].extracted.weight) for i in group],
                 work_dir=str(work_dir),
                 max_trials_global=min(remaining, cap * len(group)),
                 max_trials_per_task=min(remaining, cap),
-                num_trials_per_iter=num_trials_per_iter,
+                num_trials_per_iter=per_iter,
+                task_scheduler=CommitEachBatch(),  # every finished batch is on disk
                 builder=builder,
                 runner=measure,
                 database=database,
