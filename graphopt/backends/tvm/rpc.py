@@ -6,6 +6,8 @@ The tracker needs the ``tornado`` package on the host.
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import os
 import socket
 import time
@@ -139,8 +141,12 @@ def run_remote_vm(
     from tvm import relax
 
     lib_path = os.fspath(lib_path)
-    session.upload(lib_path)
-    lib = session.load_module(os.path.basename(lib_path))
+    # A content-addressed remote name: several models can run in one session.
+    with open(lib_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    remote_name = f"{digest}-{os.path.basename(lib_path)}"
+    session.upload(lib_path, target=remote_name)
+    lib = session.load_module(remote_name)
     dev = session.cpu()
     vm = relax.VirtualMachine(lib, dev)
     # Copy inputs to the remote device first, so only handles cross the link.
@@ -151,5 +157,11 @@ def run_remote_vm(
         vm.set_input(func_name, **{k: remote(v) for k, v in inputs.items()})
     else:
         vm.set_input(func_name, *[remote(v) for v in inputs])
-    vm.invoke_stateful(func_name)
-    return _flatten(_to_numpy(vm.get_outputs(func_name)))
+    try:
+        vm.invoke_stateful(func_name)
+        return _flatten(_to_numpy(vm.get_outputs(func_name)))
+    finally:
+        # get_outputs leaves a reference cycle holding the session open; the server
+        # serves one session at a time, so break it now rather than at the next GC.
+        del vm, lib
+        gc.collect()
