@@ -447,6 +447,12 @@ def _extract_tasks(mod: IRModule, target: Target) -> list[_Task]:
 
 def _tune_contexts(tasks: list[_Task], work_dir: Path, seed, verbose) -> list[ms.TuneContext]:
     """One TuneContext per task. The first in a process imports TVM's tensor intrinsics (slow)."""
+    # MetaSchedule rebuilds its logging config from the names of the handlers on
+    # its logger; a handler it did not create (unnamed) makes that crash, so drop it.
+    ms_logger = logging.getLogger(_MS_LOGGER)
+    for handler in list(ms_logger.handlers):
+        if not (handler.get_name() or "").startswith(_MS_LOGGER):
+            ms_logger.removeHandler(handler)
     contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
         [t.extracted for t in tasks], str(work_dir), seed=seed
     )
