@@ -4,6 +4,9 @@
   (independent of the emitters), for hand-built graphs.
 - `import_model`: a bundled model imported through either frontend, cached per
   session; every call returns a fresh copy of the graph, the model and its inputs.
+- `run_checked`: run a pipeline with every instrument on; the input graph must be
+  untouched and the result must verify.
+- `same_outputs`: two graphs agree on a seeded input set the verifier did not see.
 """
 
 from __future__ import annotations
@@ -32,6 +35,35 @@ def interpret_graph(graph, inputs) -> list[np.ndarray]:
 @pytest.fixture
 def interpret():
     return interpret_graph
+
+
+def run_checked_pipeline(graph, inputs, pipeline: str):
+    """(PipelineResult, PassContext) of `pipeline` on `graph` with the default instruments."""
+    from graphopt.passes import PassContext, Pipeline, default_instruments
+
+    text = str(graph)
+    ctx = PassContext(instruments=default_instruments(), inputs=[inputs])
+    out = Pipeline.parse(pipeline).run(graph, ctx)
+    assert str(graph) == text  # the input graph is never touched
+    out.graph.verify()
+    return out, ctx
+
+
+def assert_same_outputs(before, after, inputs, atol: float = 1e-5) -> None:
+    rng = np.random.default_rng(1)  # the verifier checked `inputs`; one more seeded set
+    x = [rng.standard_normal(a.shape).astype(a.dtype) if a.dtype.kind == "f" else a for a in inputs]
+    for a, b in zip(before.run(x), after.run(x)):
+        np.testing.assert_allclose(b, a, atol=atol, rtol=atol)
+
+
+@pytest.fixture
+def run_checked():
+    return run_checked_pipeline
+
+
+@pytest.fixture
+def same_outputs():
+    return assert_same_outputs
 
 
 def _import(frontend: str, model: torch.nn.Module, inputs: tuple):
