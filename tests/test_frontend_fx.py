@@ -255,7 +255,7 @@ def test_params_buffers_and_module_paths():
     assert bn.inputs[1:] == ("bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")
     assert bn.meta["module"] == "bn"
     emb = trace(*CASES["embedding"]())
-    assert not emb.params["positions"].trainable and emb.inputs == ["ids"]
+    assert not emb.params["positions"].trainable and emb.inputs == ("ids",)
 
 
 def test_inplace_ops_are_read_functionally():
@@ -335,7 +335,7 @@ def test_untraceable_model_raises_frontend_error():
 def test_name_and_single_tensor_input():
     model, (x,) = CASES["mlp"]()
     graph = trace(model, x, name="mlp")
-    assert graph.name == "mlp" and graph.inputs == ["x"]
+    assert graph.name == "mlp" and graph.inputs == ("x",)
 
 
 # --- the model zoo ----------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_parameter_output_is_kept():
     g.add_input("x", TensorType((1,)))
     g.set_outputs([g.add_param("table", np.ones(3, np.float32))])
     assert not EliminateDeadCode().run(g, PassContext()).changed
-    assert g.outputs == ["table"] and g.is_param("table")
+    assert g.outputs == ("table",) and g.is_param("table")
 
 
 def test_pipeline_leaves_input_graph_alone():

@@ -130,7 +130,7 @@ def test_graph_outputs():
     g.set_outputs([drop, ident])
     run_pass(g)
     g.verify()
-    assert g.outputs == ["r", "ident"]  # dropout(relu) => relu; identity(graph input) stays
+    assert g.outputs == ("r", "ident")  # dropout(relu) => relu; identity(graph input) stays
 
 
 def test_identity_of_another_output_stays():

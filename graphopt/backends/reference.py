@@ -31,11 +31,35 @@ def needs_onnxruntime(graph: "Graph") -> bool:
     return any(n.is_opaque and n.attrs.get("framework") == "onnx" for n in graph.nodes)
 
 
-def run_graph(graph: "Graph", inputs) -> list[np.ndarray]:
+def run_graph(graph: "Graph", inputs, *, capture: Sequence[str] | None = None):
+    """Outputs of `graph` on `inputs`; with `capture`, `(outputs, {value: array})`."""
     feeds = ordered_inputs(graph, inputs)
+    if capture is None:
+        return _run(graph, feeds, "", graph.outputs)
+    capture = list(dict.fromkeys(capture))
+    for v in capture:
+        graph.value(v)
+    results = _run(graph, feeds, "capture:" + "\0".join(capture), [*graph.outputs, *capture])
+    n = len(graph.outputs)
+    return results[:n], dict(zip(capture, results[n:]))
+
+
+def _run(graph: "Graph", feeds: list, key: str, outputs: Sequence[str]) -> list[np.ndarray]:
+    # One module per output list, cached until the next edit.
     if needs_onnxruntime(graph):
         from graphopt.backends.onnxruntime import run_onnx
-        model = graph.cached("onnx_model", graph.to_onnx)
-        return run_onnx(model, [np.asarray(x) for x in feeds])
-    module = graph.cached("torch_module", graph.to_torch)
+        unique = list(dict.fromkeys(outputs))
+        model = graph.cached(f"onnx_model{key}", lambda: _with_outputs(graph, unique).to_onnx())
+        by_name = dict(zip(unique, run_onnx(model, [np.asarray(x) for x in feeds])))
+        return [by_name[o] for o in outputs]
+    from graphopt.emit.torch import emit_torch
+    module = graph.cached(f"torch_module{key}", lambda: emit_torch(graph, outputs=outputs))
     return run_module(module, feeds)
+
+
+def _with_outputs(graph: "Graph", outputs: Sequence[str]) -> "Graph":
+    if list(outputs) == list(graph.outputs):
+        return graph
+    g = graph.copy()
+    g.set_outputs(outputs)
+    return g

@@ -94,8 +94,8 @@ def _choose_opset(graph: Graph, opset: int | None) -> int:
 
 
 def _initializer(name: str, p) -> onnx.TensorProto:
-    data = p.data if p.mask is None else np.where(p.mask, p.data, np.zeros((), p.data.dtype))
-    return numpy_helper.from_array(np.asarray(data, order="C"), name)  # keeps 0-d shapes
+    # `data` is the effective tensor: masked entries are already zero.
+    return numpy_helper.from_array(np.ascontiguousarray(p.data), name)  # keeps 0-d shapes
 
 
 def _value_info(graph: Graph, name: str) -> onnx.ValueInfoProto:

@@ -18,16 +18,15 @@ from onnx import helper, numpy_helper
 
 from graphopt.errors import EmitError
 from graphopt.ir.graph import Graph, Node
-from graphopt.ir.types import TensorType
+from graphopt.ir.ops import quant_range
+from graphopt.ir.types import TensorType, numpy_dtype
 
 INT64_MAX = 2 ** 63 - 1
 
 
 def elem_type(dtype: str) -> int:
     """ONNX element type of an IR dtype name."""
-    if dtype == "bfloat16":
-        return onnx.TensorProto.BFLOAT16
-    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    return helper.np_dtype_to_tensor_dtype(numpy_dtype(dtype))
 
 
 class EmitContext:
@@ -326,21 +325,46 @@ def cast(cx: EmitContext, n: Node) -> None:
     cx.add(n, "Cast", n.inputs, n.outputs, to=elem_type(n.attrs["dtype"]))
 
 
+# The first opset whose QuantizeLinear / DequantizeLinear takes each quantized dtype.
+_Q_OPSET = {"int8": 13, "uint8": 13, "int32": 13, "float8_e4m3fn": 19, "float8_e5m2": 19,
+            "int16": 21, "int4": 21, "uint4": 21}
+
+
+def _q_attrs(cx: EmitContext, n: Node, dtype: str) -> dict:
+    need = max(_Q_OPSET.get(dtype, 99), 21 if n.attrs.get("block_size") else 13)
+    if need > cx.opset:
+        raise EmitError(f"node '{n.name}': {n.op} to/from {dtype}"
+                        f"{' with block_size' if n.attrs.get('block_size') else ''} needs opset >= {need} "
+                        f"(emitting opset {cx.opset})")
+    attrs = {"axis": n.attrs["axis"]}
+    if n.attrs.get("block_size"):
+        attrs["block_size"] = int(n.attrs["block_size"])
+    return attrs
+
+
 def quantize(cx: EmitContext, n: Node) -> None:
     x, scale, zp = n.inputs
     dtype = n.attrs["dtype"]
-    if dtype not in ("int8", "uint8"):
-        raise EmitError(f"node '{n.name}': ONNX QuantizeLinear cannot produce {dtype}")
+    attrs = _q_attrs(cx, n, dtype)
     if cx.dtype(zp) != dtype:
         zp = cx.add(n, "Cast", [zp], to=elem_type(dtype))  # the zero point's type is the output type
-    cx.add(n, "QuantizeLinear", [x, scale, zp], n.outputs, axis=n.attrs["axis"])
+    lo, hi = quant_range(dtype, n.attrs["qmin"], n.attrs["qmax"])
+    if (lo, hi) == quant_range(dtype):
+        cx.add(n, "QuantizeLinear", [x, scale, zp], n.outputs, **attrs)
+        return
+    if dtype not in ("int8", "uint8", "int16", "int32"):
+        raise EmitError(f"node '{n.name}': a narrowed range [{lo}, {hi}] of {dtype} has no ONNX form")
+    q = cx.add(n, "QuantizeLinear", [x, scale, zp], **attrs)  # then saturate to [qmin, qmax]
+    bounds = [cx.const(n, tag, np.array(v, dtype=numpy_dtype(dtype))) for tag, v in (("qmin", lo), ("qmax", hi))]
+    cx.add(n, "Clip", [q, *bounds], n.outputs)
 
 
 def dequantize(cx: EmitContext, n: Node) -> None:
     q, scale, zp = n.inputs
+    attrs = _q_attrs(cx, n, cx.dtype(q))
     if cx.dtype(zp) != cx.dtype(q):
         zp = cx.add(n, "Cast", [zp], to=elem_type(cx.dtype(q)))
-    cx.add(n, "DequantizeLinear", [q, scale, zp], n.outputs, axis=n.attrs["axis"])
+    cx.add(n, "DequantizeLinear", [q, scale, zp], n.outputs, **attrs)
 
 
 RULES: dict[str, Rule] = {

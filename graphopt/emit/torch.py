@@ -17,6 +17,13 @@ digit) and suffixing "_1", "_2", ... on collision; `layer1.0.conv1.weight`
 becomes `layer1_0_conv1_weight`. The module keeps the mapping, graph name →
 attribute name, in `module.param_names` (same for inputs in `module.input_names`).
 
+`emit_torch(graph, impls={op: fn})` calls `fn` instead of an op's reference
+implementation (QAT's straight-through rounding); `outputs=[...]` makes the
+module return other values too (calibration observers, `graph.run(capture=)`).
+
+Parameters are read from `data`, which is the effective tensor (masked entries
+are zero, encodings decoded), so masks and encodings need no handling here.
+
 `write_back(graph, module)` copies trained values back into the graph in place.
 """
 
@@ -25,7 +32,7 @@ from __future__ import annotations
 import keyword
 import operator
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,15 +40,27 @@ from torch import fx, nn
 
 from graphopt.errors import EmitError
 from graphopt.ir.ops import ValueRef, get_op
+from graphopt.ir.types import from_torch_tensor, to_torch_tensor
 
 if TYPE_CHECKING:
     from graphopt.ir.graph import Graph, Node
 
-__all__ = ["emit_torch", "write_back", "resolve_op"]
+__all__ = ["emit_torch", "write_back", "resolve_op", "fill_template"]
 
 
-def emit_torch(graph: "Graph") -> fx.GraphModule:
-    """A `torch.fx.GraphModule` computing `graph`; its float trainable parameters are `nn.Parameter`s."""
+def emit_torch(graph: "Graph", *, impls: Mapping[str, Callable] | None = None,
+               outputs: Sequence[str] | None = None) -> fx.GraphModule:
+    """A `torch.fx.GraphModule` computing `graph`; its float trainable parameters are `nn.Parameter`s.
+
+    impls: op name -> function used in place of that canonical op's reference impl.
+    outputs: the values `forward` returns (default `graph.outputs`).
+    """
+    impls = dict(impls or {})
+    for op in impls:
+        get_op(op)  # unknown op names are an error, not silently unused
+    outputs = list(graph.outputs if outputs is None else outputs)
+    for o in outputs:
+        graph.value(o)
     root = nn.Module()
     g = fx.Graph()
     names: set[str] = set()
@@ -53,7 +72,7 @@ def emit_torch(graph: "Graph") -> fx.GraphModule:
     param_names = {}
     for name, p in graph.params.items():
         attr = param_names[name] = _identifier(name, names)
-        tensor = torch.from_numpy(np.array(p.data, copy=True))
+        tensor = to_torch_tensor(p.data)
         if p.trainable and tensor.is_floating_point():
             root.register_parameter(attr, nn.Parameter(tensor, requires_grad=True))
         else:
@@ -64,13 +83,13 @@ def emit_torch(graph: "Graph") -> fx.GraphModule:
             if v not in env:  # parameters are fetched where first used
                 env[v] = g.get_attr(param_names[v])
             args.append(env[v])
-        outs = _call(g, node, args)
+        outs = _call(g, node, args, impls)
         for o, fx_node in zip(node.outputs, outs):
             env[o] = fx_node
-    for o in graph.outputs:
+    for o in outputs:
         if o not in env:
             env[o] = g.get_attr(param_names[o])
-    results = [env[o] for o in graph.outputs]
+    results = [env[o] for o in outputs]
     g.output(results[0] if len(results) == 1 else tuple(results))
     module = fx.GraphModule(root, g, class_name=_identifier(graph.name, set()))
     module.param_names = param_names
@@ -78,17 +97,17 @@ def emit_torch(graph: "Graph") -> fx.GraphModule:
     return module
 
 
-def _call(g: fx.Graph, node: "Node", args: list[fx.Node]) -> list[fx.Node]:
+def _call(g: fx.Graph, node: "Node", args: list[fx.Node], impls: Mapping[str, Callable]) -> list[fx.Node]:
     if node.is_opaque:
         if node.attrs.get("framework") != "torch":
             raise EmitError(f"node '{node.name}': opaque {node.attrs.get('framework')} op "
                             f"'{node.attrs.get('op_type')}' cannot be emitted to torch")
         fn = resolve_op(node.attrs["target"], node.name)
-        call = g.create_node("call_function", fn, _fill(node.attrs.get("args", ()), args),
-                             _fill(node.attrs.get("kwargs", {}), args), name=node.name)
+        call = g.create_node("call_function", fn, fill_template(node.attrs.get("args", ()), args),
+                             fill_template(node.attrs.get("kwargs", {}), args), name=node.name)
     else:
-        call = g.create_node("call_function", get_op(node.op).impl, tuple(args), _plain(node.attrs),
-                             name=node.name)
+        fn = impls.get(node.op) or get_op(node.op).impl
+        call = g.create_node("call_function", fn, tuple(args), _plain(dict(node.attrs)), name=node.name)
     if len(node.outputs) == 1:
         return [call]
     return [g.call_function(operator.getitem, (call, i)) for i in range(len(node.outputs))]
@@ -105,16 +124,16 @@ def resolve_op(target: str, node: str = "?"):
         raise EmitError(f"node '{node}': torch op '{target}' does not exist in this torch") from None
 
 
-def _fill(template: Any, args: list[fx.Node]) -> Any:
-    """The argument template with each ValueRef(i) replaced by the i-th input."""
+def fill_template(template: Any, args: Sequence[Any]) -> Any:
+    """An opaque node's argument template with each ValueRef(i) replaced by the i-th input."""
     if isinstance(template, ValueRef):
         return args[template.index]
     if isinstance(template, list):
-        return [_fill(x, args) for x in template]
+        return [fill_template(x, args) for x in template]
     if isinstance(template, tuple):
-        return tuple(_fill(x, args) for x in template)
+        return tuple(fill_template(x, args) for x in template)
     if isinstance(template, dict):
-        return {k: _fill(v, args) for k, v in template.items()}
+        return {k: fill_template(v, args) for k, v in template.items()}
     return _plain(template)
 
 
@@ -150,9 +169,9 @@ _RESERVED = {"self", "training", "param_names", "input_names", "meta", "torch", 
 def write_back(graph: "Graph", module: nn.Module) -> list[str]:
     """Copy the trainable parameters of `module` (from `emit_torch(graph)`) into `graph`, in place.
 
-    Uses `graph.set_param`; a parameter's sparsity mask is kept when its shape is
-    unchanged, its encoding is dropped (it described the old data). Returns the
-    names written.
+    Uses `graph.set_param`: a parameter's mask is kept and re-applied (pruned
+    entries stay zero), its encoding is dropped (it described the old data).
+    Returns the names written.
     """
     names = getattr(module, "param_names", None)
     if names is None:
@@ -164,10 +183,6 @@ def write_back(graph: "Graph", module: nn.Module) -> list[str]:
         tensor = getattr(module, attr, None)
         if not isinstance(tensor, nn.Parameter):
             continue
-        data = tensor.detach().cpu().numpy().copy()
-        mask = graph.params[name].mask
-        graph.set_param(name, data)
-        if mask is not None and mask.shape == data.shape:
-            graph.params[name].mask = mask
+        graph.set_param(name, from_torch_tensor(tensor, graph.params[name].data.dtype.name))
         written.append(name)
     return written

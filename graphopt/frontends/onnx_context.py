@@ -201,9 +201,7 @@ class NodeContext:
         sole = len(self.node.inputs[i].outputs) == 1 and name not in self._graph_outputs
         if sole:
             self._undo.append(("data", (name, p.data)))
-            trainable = p.trainable
-            self.graph.set_param(name, p.data.T.copy())
-            self.graph.params[name].trainable = trainable
+            self.graph.set_param(name, p.data.T.copy())  # keeps trainable
             return name
         return self.add_param(f"{name}_t", p.data.T.copy(), trainable=p.trainable)
 
@@ -211,7 +209,9 @@ class NodeContext:
         """Mark parameter inputs as statistics/constants rather than trainable weights."""
         for i in idx:
             if self.has(i) and self.graph.is_param(self.ins[i]):
-                self.graph.params[self.ins[i]].trainable = False
+                name = self.ins[i]
+                self._undo.append(("trainable", (name, self.graph.params[name].trainable)))
+                self.graph.set_trainable(name, False)
 
     def rollback(self) -> None:
         for kind, item in reversed(self._undo):
@@ -219,9 +219,9 @@ class NodeContext:
                 self.graph.remove_node(item)
             elif kind == "param":
                 self.graph.remove_param(item)
+            elif kind == "trainable":
+                self.graph.set_trainable(*item)
             else:
                 name, data = item
-                trainable = self.graph.params[name].trainable
                 self.graph.set_param(name, data)
-                self.graph.params[name].trainable = trainable
         self._undo.clear()

@@ -10,9 +10,13 @@ map out of them. Layouts follow torch: NCHW activations, conv weight
 Padding attributes are ONNX-style: `pads` = (begin_0, .., begin_n, end_0, .., end_n)
 over the spatial dims, so asymmetric padding is representable.
 
-Quantization: `quantize(x, scale, zero_point)` -> integer tensor and
+Quantization: `quantize(x, scale, zero_point)` -> integer (or float8) tensor and
 `dequantize(q, scale, zero_point)` -> float; `axis` selects the per-channel axis
-(None = per-tensor). A quantized weight is an int8 parameter feeding `dequantize`.
+(None = per-tensor), `block_size` shares one scale among that many consecutive
+elements along `axis` (ONNX's blocked layout), `qmin`/`qmax` narrow the range
+(e.g. symmetric int8 [-127, 127]). A quantized weight is an int8/int4 parameter
+feeding `dequantize`. int4/uint4 values are carried in int8/uint8 torch tensors;
+`out_dtype` gives such ops their logical result dtype.
 
 The op "opaque" is not in this table: it carries an op the frontends do not know,
 in the form it came from (see `graph.Node`).
@@ -47,6 +51,7 @@ class OpDef:
     num_outputs: Callable[[Mapping[str, Any]], int] | int = 1
     doc: str = ""
     elementwise: bool = False
+    out_dtype: Callable[[Mapping[str, Any]], str] | None = None  # logical dtype torch cannot carry (int4)
 
     @property
     def variadic(self) -> bool:
@@ -87,8 +92,8 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 
 
-def _define(name, inputs, impl, attrs=None, num_outputs=1, doc="", elementwise=False):
-    OPS[name] = OpDef(name, tuple(inputs), dict(attrs or {}), impl, num_outputs, doc, elementwise)
+def _define(name, inputs, impl, attrs=None, num_outputs=1, doc="", elementwise=False, out_dtype=None):
+    OPS[name] = OpDef(name, tuple(inputs), dict(attrs or {}), impl, num_outputs, doc, elementwise, out_dtype)
 
 
 def get_op(name: str) -> OpDef:
@@ -240,26 +245,50 @@ def dropout(x, *, p):
     return x  # inference semantics; eliminate-identity removes it
 
 
-def _channel_view(t, x, axis):
+def _broadcast_param(t, x, axis, block_size):
+    """scale / zero point shaped to broadcast against x: per-tensor, per-channel or blocked."""
     if axis is None or t.dim() == 0:
         return t
+    axis = axis % x.dim()
+    if block_size:  # ONNX blocked layout: t has x's rank, ceil(dim / block) along axis
+        return t.repeat_interleave(block_size, dim=axis).narrow(axis, 0, x.shape[axis])
     shape = [1] * x.dim()
     shape[axis] = -1
     return t.reshape(shape)
 
 
-_INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(2 ** 31), 2 ** 31 - 1)}
+# Representable range of each quantized dtype (float8: the largest finite magnitude).
+QUANT_RANGE = {"int4": (-8, 7), "uint4": (0, 15), "int8": (-128, 127), "uint8": (0, 255),
+               "int16": (-(2 ** 15), 2 ** 15 - 1), "int32": (-(2 ** 31), 2 ** 31 - 1),
+               "float8_e4m3fn": (-448.0, 448.0), "float8_e5m2": (-57344.0, 57344.0)}
 
 
-def quantize(x, scale, zero_point, *, axis, dtype):
-    lo, hi = _INT_RANGE[dtype]
-    s, z = _channel_view(scale, x, axis), _channel_view(zero_point, x, axis)
+def quant_range(dtype: str, qmin=None, qmax=None) -> tuple:
+    """[qmin, qmax] of a quantize op: the dtype's range unless narrowed (e.g. [-127, 127])."""
+    try:
+        lo, hi = QUANT_RANGE[dtype]
+    except KeyError:
+        raise ValueError(f"cannot quantize to '{dtype}'; quantized dtypes: {', '.join(QUANT_RANGE)}") from None
+    lo = lo if qmin is None else qmin
+    hi = hi if qmax is None else qmax
+    if not QUANT_RANGE[dtype][0] <= lo <= hi <= QUANT_RANGE[dtype][1]:
+        raise ValueError(f"[qmin, qmax] = [{lo}, {hi}] is empty or outside the range of {dtype}")
+    return lo, hi
+
+
+def quantize(x, scale, zero_point, *, axis, dtype, qmin, qmax, block_size):
+    lo, hi = quant_range(dtype, qmin, qmax)
+    s = _broadcast_param(scale, x, axis, block_size)
+    z = _broadcast_param(zero_point, x, axis, block_size)
+    if dtype.startswith("float8"):  # saturating cast; the zero point is 0 by definition
+        return torch.clamp(x / s, lo, hi).to(torch_dtype(dtype))
     q = torch.clamp(torch.round(x / s) + z.to(x.dtype), lo, hi)
     return q.to(torch_dtype(dtype))
 
 
-def dequantize(q, scale, zero_point, *, axis):
-    s, z = _channel_view(scale, q, axis), _channel_view(zero_point, q, axis)
+def dequantize(q, scale, zero_point, *, axis, block_size):
+    s = _broadcast_param(scale, q, axis, block_size)
+    z = _broadcast_param(zero_point, q, axis, block_size)
     return (q.to(s.dtype) - z.to(s.dtype)) * s
 
 
@@ -315,10 +344,14 @@ _define("embedding", ["indices", "weight"], embedding, doc="Row lookup in weight
 _define("cast", ["x"], cast, dict(dtype=REQUIRED), doc="Convert dtype.")
 _define("identity", ["x"], identity, doc="Returns its input.")
 _define("dropout", ["x"], dropout, dict(p=0.5), doc="Dropout; identity at inference.")
-_define("quantize", ["x", "scale", "zero_point"], quantize, dict(axis=None, dtype="int8"),
-        doc="round(x / scale) + zero_point, saturated to dtype; axis = per-channel axis.")
-_define("dequantize", ["q", "scale", "zero_point"], dequantize, dict(axis=None),
-        doc="(q - zero_point) * scale; axis = per-channel axis.")
+_define("quantize", ["x", "scale", "zero_point"], quantize,
+        dict(axis=None, dtype="int8", qmin=None, qmax=None, block_size=None),
+        out_dtype=lambda a: a["dtype"],
+        doc="clamp(round(x / scale) + zero_point, qmin, qmax) as dtype (int4/uint4/int8/uint8/"
+            "int16/int32, or a saturating float8 cast); axis = per-channel axis (None = "
+            "per-tensor); block_size = blocks of that many along axis share a scale.")
+_define("dequantize", ["q", "scale", "zero_point"], dequantize, dict(axis=None, block_size=None),
+        doc="(q - zero_point) * scale; axis and block_size as for quantize.")
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,9 @@ def _param_line(graph: "Graph", name: str) -> str:
     if not p.trainable:
         notes.append("frozen")
     if p.mask is not None:
-        notes.append(f"sparsity={1 - float(np.count_nonzero(p.mask)) / max(p.mask.size, 1):.3f}")
+        notes.append(f"sparsity={p.sparsity:.3f}")
     if p.encoding is not None:
-        notes.append(f"encoding={type(p.encoding).__name__}")
+        notes.append(f"encoding={p.encoding.describe()}")
     if p.data.size == 1:
         notes.append(f"value={format_attr(p.data.reshape(()).item())}")
     suffix = f"  ({', '.join(notes)})" if notes else ""

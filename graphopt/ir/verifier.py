@@ -1,6 +1,8 @@
 """Structural verifier: every check names the node (or value) at fault.
 
 Checks, in order: unique names; graph inputs, parameters and outputs are defined;
+parameters keep the IR's rule (read-only data, zero where the mask prunes, an
+encoding that decodes exactly to the data);
 every node input is defined before the node (dangling values, cycles); ops are
 known with the right arity and attributes; parameter data matches its value type;
 and, for canonical ops on static shapes, recorded output types equal the types
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import networkx as nx
+import numpy as np
 
 from graphopt.errors import VerificationError
 from graphopt.ir.ops import OPAQUE, OPS
@@ -55,12 +58,30 @@ def _check_definitions(graph: "Graph") -> None:
         if t != TensorType.of(p.data):
             raise VerificationError(f"parameter '@{name}' holds {TensorType.of(p.data)} but its value "
                                     f"is typed {t}")
-        if p.mask is not None and p.mask.shape != p.data.shape:
-            raise VerificationError(f"parameter '@{name}' mask shape {p.mask.shape} != {p.data.shape}")
+        _check_param(name, p)
     defined = produced | set(graph.params) | set(graph.inputs)
     for o in graph.outputs:
         if o not in defined:
             raise VerificationError(f"graph output '%{o}' is not defined by any node, input or parameter")
+
+
+def _check_param(name: str, p) -> None:
+    """The IR's parameter rule: `data` is the effective tensor (mask zeros, exact decode)."""
+    if p.data.flags.writeable:
+        raise VerificationError(f"parameter '@{name}' data is writeable: parameters change only "
+                                f"through graph.set_param")
+    if p.mask is not None:
+        if p.mask.shape != p.data.shape or p.mask.dtype != np.bool_:
+            raise VerificationError(f"parameter '@{name}' mask is {p.mask.dtype}{list(p.mask.shape)}, "
+                                    f"expected bool{list(p.data.shape)}")
+        if np.any(p.data[~p.mask] != 0):
+            raise VerificationError(f"parameter '@{name}' has nonzero entries where its mask prunes")
+    if p.encoding is not None:
+        decoded = np.asarray(p.encoding.decode())
+        if (decoded.shape != p.data.shape or decoded.dtype != p.data.dtype
+                or not np.array_equal(decoded, p.data, equal_nan=decoded.dtype.kind == "f")):
+            raise VerificationError(f"parameter '@{name}' encoding {p.encoding.describe()} does not "
+                                    f"decode exactly to its data")
 
 
 def _check_order(graph: "Graph") -> None:

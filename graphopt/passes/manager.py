@@ -1,15 +1,22 @@
 """Run a Pipeline: copy on entry, instruments around each pass, a verified graph after each.
 
+Whether a pass changed the graph is decided from the graph's content
+(`ir.fingerprint`), not from the pass's word: a pass that changes the graph and
+reports `changed=False`, or that changes it behind the verbs (so the version,
+and every cache keyed by it, did not move), is an error naming it. A pass that
+reports a change but leaves the content as it was is recorded as unchanged.
 Errors name the pass, its options and the passes before it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from graphopt.errors import GraphoptError, PassError, VerificationError
+from graphopt.ir.fingerprint import Fingerprint, describe_change, fingerprint
 from graphopt.passes.base import Pass, PassResult
 from graphopt.passes.context import PassContext
 
@@ -53,12 +60,15 @@ def run_pipeline(pipeline: "Pipeline", graph: "Graph", ctx: PassContext | None =
     result = PipelineResult(work)
     for inst in ctx.instruments:
         inst.enter_pipeline(work, ctx)
+    content = fingerprint(work)
     for index, p in enumerate(pipeline.passes, 1):
         for inst in ctx.instruments:
             inst.before_pass(p, work, ctx)
+        version = work.version
         start = time.perf_counter()
         out = _run_one(p, work, ctx)
         seconds = time.perf_counter() - start
+        out, content = _judge_change(p, work, version, content, out, ctx)
         work = out.graph
         if ctx.verify_structure:
             try:
@@ -79,6 +89,20 @@ def run_pipeline(pipeline: "Pipeline", graph: "Graph", ctx: PassContext | None =
     return result
 
 
+def _judge_change(p: Pass, graph: "Graph", version: int, before: Fingerprint, out: PassResult,
+                  ctx: PassContext) -> tuple[PassResult, Fingerprint]:
+    """`out` with `changed` taken from the content; raises when the pass misreported or bypassed the verbs."""
+    after = fingerprint(out.graph)
+    changed = after != before
+    if changed and out.graph is graph and graph.version == version:
+        raise PassError(f"pass '{p}' edited the graph behind its verbs ({describe_change(before, after)}, "
+                        f"the graph's version did not move); {ctx.predecessors()}")
+    if changed and not out.changed:
+        raise PassError(f"pass '{p}' changed the graph ({describe_change(before, after)}) but reported "
+                        f"changed=False; {ctx.predecessors()}")
+    return dataclasses.replace(out, changed=changed), after
+
+
 def _run_one(p: Pass, graph: "Graph", ctx: PassContext) -> PassResult:
     try:
         out = p.run(graph, ctx)
@@ -87,7 +111,10 @@ def _run_one(p: Pass, graph: "Graph", ctx: PassContext) -> PassResult:
     except GraphoptError as e:
         raise PassError(f"pass '{p}' failed: {e}; {ctx.predecessors()}") from e
     except Exception as e:
-        raise PassError(f"pass '{p}' crashed with {type(e).__name__}: {e}; {ctx.predecessors()}") from e
+        hint = ""
+        if isinstance(e, (ValueError, TypeError)) and "read-only" in str(e):
+            hint = " (parameters and node attributes change only through the graph's verbs: set_param, set_attrs, ...)"
+        raise PassError(f"pass '{p}' crashed with {type(e).__name__}: {e}{hint}; {ctx.predecessors()}") from e
     if not isinstance(out, PassResult):
         raise PassError(f"pass '{p}' returned {type(out).__name__}, not a PassResult")
     return out

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import tvm
 from tvm import relax
 
 from graphopt.backends.tvm.lower_ops import RULES, RuleContext, const
 from graphopt.errors import BackendError
 from graphopt.ir.graph import Graph, Node
-from graphopt.ir.types import TensorType
+from graphopt.ir.types import TensorType, carrier_dtype
 
 __all__ = ["lower_to_relax", "RULES", "describe_node"]
 
@@ -58,7 +59,7 @@ def _check_type(node: Node, value: str, expr: relax.Expr, want: TensorType | Non
         return
     got_shape = [int(d) for d in expr.ty.shape.values]
     got_dtype = str(expr.ty.dtype)
-    if got_shape != list(want.shape) or got_dtype != want.dtype:
+    if got_shape != list(want.shape) or got_dtype != carrier_dtype(want.dtype):
         raise BackendError(f"{describe_node(node)}: TVM computes {got_dtype}{got_shape} for "
                            f"'{value}' but the graph says {want}")
 
@@ -87,6 +88,12 @@ def _lower_node(bb: relax.BlockBuilder, graph: Graph, node: Node,
         raise BackendError(f"{describe_node(node)} failed to lower to Relax: {e}") from e
 
 
+def _param_const(data: np.ndarray) -> relax.Constant:
+    # `data` is the effective tensor (masks applied, encodings decoded); int4 rides in int8.
+    dt = carrier_dtype(data.dtype.name)
+    return const(data.astype(dt) if dt != data.dtype.name else data, dt)
+
+
 def lower_to_relax(graph: Graph) -> tvm.IRModule:
     """An IRModule whose "main" computes `graph` (inputs in order; parameters as constants).
 
@@ -98,7 +105,7 @@ def lower_to_relax(graph: Graph) -> tvm.IRModule:
     bb = relax.BlockBuilder()
     params = [_input_var(graph, name) for name in graph.inputs]
     env: dict[str, relax.Expr] = dict(zip(graph.inputs, params))
-    env.update({name: const(p.data, p.data.dtype.name) for name, p in graph.params.items()})
+    env.update({name: _param_const(p.data) for name, p in graph.params.items()})
     with bb.function("main", params):
         with bb.dataflow():
             for node in graph.nodes:

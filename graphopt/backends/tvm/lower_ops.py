@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from tvm import relax
 
-from graphopt.ir.types import TensorType
+from graphopt.ir.ops import quant_range
+from graphopt.ir.types import TensorType, carrier_dtype
 
 if TYPE_CHECKING:
     from graphopt.ir.graph import Graph, Node
@@ -320,24 +321,41 @@ def _qparam_axis(x, scale, axis) -> int | None:
     return None
 
 
-def quantize(cx, x, scale, zero_point, *, axis, dtype: str):
+def quantize(cx, x, scale, zero_point, *, axis, dtype: str, qmin, qmax, block_size):
     # Relax: clip(round(x / s) + z); its round is round-half-to-even (nearbyint/rint) on
-    # CPU and CUDA, like torch.round.
-    ax = _qparam_axis(x, scale, axis)
-    if ax is None:  # a broadcasting (non per-channel) scale: spell it out
-        lo, hi = _int_range(dtype)
-        q = R.add(R.round(R.divide(x, scale)), cast(zero_point, dtype_of(x)))
-        return R.astype(R.clip(cx.emit(q), lo, hi), dtype)
-    return R.quantize(x, _vector(scale), _vector(zero_point), axis=ax, out_dtype=dtype)
+    # CPU and CUDA, like torch.round. int4/uint4 are computed in int8/uint8 (their carrier).
+    if dtype.startswith("float8"):
+        raise ValueError(f"quantize to {dtype} is not lowered to TVM yet")
+    lo, hi = quant_range(dtype, qmin, qmax)
+    out = carrier_dtype(dtype)
+    ax = None if block_size else _qparam_axis(x, scale, axis)
+    if ax is None or (lo, hi) != _int_range(out):  # blocked, broadcasting or narrowed: spell it out
+        s, z = (_broadcast_qparam(cx, p, x, axis, block_size) for p in (scale, zero_point))
+        q = R.add(R.round(R.divide(x, s)), cast(z, dtype_of(x)))
+        return R.astype(R.clip(cx.emit(q), lo, hi), out)
+    return R.quantize(x, _vector(scale), _vector(zero_point), axis=ax, out_dtype=out)
 
 
-def dequantize(cx, q, scale, zero_point, *, axis):
+def dequantize(cx, q, scale, zero_point, *, axis, block_size):
     # Relax: (q - z) * s, computed in int32 then float32 (exact for 8-bit q).
     out = cx.out_dtype(dtype_of(scale))
-    ax = _qparam_axis(q, scale, axis)
+    ax = None if block_size else _qparam_axis(q, scale, axis)
     if ax is None:
-        return R.multiply(R.subtract(cast(q, out), cast(zero_point, out)), cast(scale, out))
+        s, z = (_broadcast_qparam(cx, p, q, axis, block_size) for p in (scale, zero_point))
+        return R.multiply(R.subtract(cast(q, out), cast(z, out)), cast(s, out))
     return R.dequantize(q, _vector(scale), _vector(zero_point), axis=ax, out_dtype=out)
+
+
+def _broadcast_qparam(cx, p, x, axis, block_size):
+    """A scale / zero point shaped to broadcast against x (as `ops._broadcast_param`)."""
+    if axis is None or not shape_of(p):
+        return p
+    rank = len(shape_of(x))
+    axis %= rank
+    if block_size:  # blocked: repeat each scale block_size times along axis, cut to x's size
+        rep = cx.emit(R.repeat(p, int(block_size), axis=axis))
+        return cx.emit(R.strided_slice(rep, axes=[axis], begin=[0], end=[shape_of(x)[axis]]))
+    return cx.emit(R.reshape(p, _channel_shape(rank, axis, int(np.prod(shape_of(p))))))
 
 
 def _vector(p):
