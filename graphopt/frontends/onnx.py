@@ -12,7 +12,8 @@
 4. maps each node through the rule table in `graphopt.frontends.onnx_ops`;
    initializers and Constant nodes become parameters (float initializers are
    trainable; other constants, statistics and quantization parameters frozen);
-5. canonicalizes a few exported idioms (`CANONICALIZE`) and verifies the result.
+5. runs the fusion passes in `CANONICALIZE` on exported idioms (MatMul + Add, erf GELU,
+   primitive LayerNorm) unless `canonicalize=False`, and verifies the result.
 
 Nodes no rule maps stay opaque, emitted back as they came. Their attrs are
 {"framework": "onnx", "op_type", "domain", "onnx_attrs"} plus, when needed:
@@ -25,7 +26,6 @@ Nodes no rule maps stay opaque, emitted back as they came. Their attrs are
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -43,6 +43,10 @@ from graphopt.frontends.onnx_ops import convert_node
 from graphopt.ir.graph import Graph, Node
 from graphopt.ir.ops import OPAQUE
 from graphopt.ir.types import DTYPE_ABBREV, TensorType
+from graphopt.passes.context import PassContext
+from graphopt.passes.fuse_gelu import FuseGelu
+from graphopt.passes.fuse_layer_norm import FuseLayerNorm
+from graphopt.passes.fuse_linear_bias import FuseLinearBias
 
 __all__ = ["load_onnx", "CANONICALIZE"]
 
@@ -50,7 +54,7 @@ _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
 def load_onnx(path_or_proto: str | Path | bytes | onnx.ModelProto, *, name: str | None = None,
-              fold_constants: bool = True) -> Graph:
+              fold_constants: bool = True, canonicalize: bool = True) -> Graph:
     """Import an ONNX model as a Graph; raises FrontendError naming the file and node at fault."""
     model, src, stem = _read(path_or_proto)
     _check_structure(model.graph, src)
@@ -72,8 +76,10 @@ def load_onnx(path_or_proto: str | Path | bytes | onnx.ModelProto, *, name: str 
         graph.metadata["shape_inference"] = strict_note
     try:
         _build(graph, gsg, model, types, src)
-        for rewrite in CANONICALIZE:
-            rewrite(graph)
+        if canonicalize:
+            ctx = PassContext()
+            for fusion in CANONICALIZE:
+                fusion.run(graph, ctx)
         graph.cleanup()
         check_types = all(v.type is not None for v in graph.values.values())
         graph.verify(check_types=check_types)
@@ -424,115 +430,5 @@ def _add_opaque(graph: Graph, node: gs.Node, proto: onnx.NodeProto | None,
 
 # --- canonicalization of exported idioms ---------------------------------------------------------
 
-def _sole_user(graph: Graph, value: str) -> Node | None:
-    users = graph.users(value)
-    return users[0] if len(users) == 1 and value not in graph.outputs else None
-
-
-def _param_scalar(graph: Graph, name: str) -> float | None:
-    if not graph.is_param(name) or graph.params[name].data.size != 1:
-        return None
-    return float(graph.params[name].data.reshape(()).item())
-
-
-def _other(node: Node, value: str) -> str | None:
-    """The input of a two-input node that is not `value`."""
-    if len(node.inputs) != 2 or value not in node.inputs:
-        return None
-    return node.inputs[1] if node.inputs[0] == value else node.inputs[0]
-
-
-def absorb_linear_bias(graph: Graph) -> None:
-    """linear(x, W) + b[N] => linear(x, W, b)  (MatMul + Add exports of nn.Linear)."""
-    for lin in [n for n in graph.nodes if n.op == "linear" and len(n.inputs) == 2]:
-        add = _sole_user(graph, lin.output)
-        if add is None or add.op != "add":
-            continue
-        b = _other(add, lin.output)
-        w = graph.values[lin.inputs[1]].type
-        bt = graph.values[b].type if b else None
-        if (b is None or not graph.is_param(b) or w is None or bt is None or w.rank != 2
-                or bt.shape != (w.shape[0],) or bt.dtype != w.dtype):
-            continue
-        graph.rewrite_node(add, "linear", [lin.inputs[0], lin.inputs[1], b])
-        add.meta.update(lin.meta)
-        graph.remove_node(lin)
-
-
-def _close(v: float | None, want: float) -> bool:
-    return v is not None and abs(v - want) <= 1e-6 * max(1.0, abs(want))
-
-
-def fuse_erf_gelu(graph: Graph) -> None:
-    """(x * (erf(x / sqrt2) + 1)) * 0.5 => gelu(x)  (Gelu exported before opset 20)."""
-    for erf in [n for n in graph.nodes if n.op == "erf"]:
-        scale = graph.producer(erf.inputs[0])
-        if scale is None or scale.op not in ("div", "mul") or _sole_user(graph, scale.output) is not erf:
-            continue
-        x, c = scale.inputs
-        want = math.sqrt(2) if scale.op == "div" else 1 / math.sqrt(2)
-        if not _close(_param_scalar(graph, c), want):
-            continue
-        add = _sole_user(graph, erf.output)
-        if add is None or add.op != "add" or not _close(_param_scalar(graph, _other(add, erf.output) or ""), 1):
-            continue
-        m1 = _sole_user(graph, add.output)
-        if m1 is None or m1.op != "mul" or _other(m1, add.output) != x:
-            continue
-        m2 = _sole_user(graph, m1.output)
-        if m2 is None or m2.op != "mul" or not _close(_param_scalar(graph, _other(m2, m1.output) or ""), 0.5):
-            continue
-        graph.rewrite_node(m2, "gelu", [x], {"approximate": "none"})
-
-
-def _producer_op(graph: Graph, value: str, op: str) -> Node | None:
-    n = graph.producer(value)
-    return n if n is not None and n.op == op else None
-
-
-def _trailing_dims(graph: Graph, node: Node) -> list[int] | None:
-    """The static normalized shape of a keepdim mean over the trailing dims, else None."""
-    t = graph.values[node.inputs[0]].type
-    if node.op != "mean" or not node.attrs["keepdim"] or t is None:
-        return None
-    dims = sorted(d % t.rank for d in node.attrs["dims"])
-    shape = list(t.shape[dims[0]:]) if dims else []
-    if dims != list(range(t.rank - len(dims), t.rank)) or not all(isinstance(d, int) for d in shape):
-        return None
-    return shape
-
-
-def fuse_layer_norm(graph: Graph) -> None:
-    """(x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps) [* w [+ b]] => layer_norm(x, w, b)."""
-    for div in [n for n in graph.nodes if n.op == "div"]:
-        sub, sqrt = _producer_op(graph, div.inputs[0], "sub"), _producer_op(graph, div.inputs[1], "sqrt")
-        eps_add = sqrt and _producer_op(graph, sqrt.inputs[0], "add")
-        if not (sub and eps_add) or graph.users(sub.output) == [div]:
-            continue
-        x, centre = sub.inputs
-        mean1 = _producer_op(graph, centre, "mean")
-        var = _producer_op(graph, eps_add.inputs[0], "mean")
-        sq = var and graph.producer(var.inputs[0])
-        eps = _param_scalar(graph, eps_add.inputs[1])
-        shape = mean1 and mean1.inputs[0] == x and _trailing_dims(graph, mean1)
-        if (not shape or eps is None or _trailing_dims(graph, var) != shape or sq is None
-                or not ((sq.op == "pow" and sq.inputs[0] == sub.output and _close(_param_scalar(graph, sq.inputs[1]), 2))
-                        or (sq.op == "mul" and sq.inputs == (sub.output, sub.output)))
-                or {n.name for n in graph.users(sub.output)} != {sq.name, div.name}
-                or any(_sole_user(graph, n.output) is None for n in (mean1, sq, var, eps_add, sqrt))):
-            continue
-        last, ins = div, [x]
-        for op in ("mul", "add"):  # an affine tail: weight, then bias
-            nxt = _sole_user(graph, last.output)
-            p = _other(nxt, last.output) if nxt is not None and nxt.op == op else None
-            if p is None or not graph.is_param(p) or list(graph.params[p].data.shape) != shape:
-                break
-            last, ins = nxt, ins + [p]
-        graph.rewrite_node(last, "layer_norm", ins, {"normalized_shape": shape, "eps": eps})
-
-
-CANONICALIZE = [
-    absorb_linear_bias,  # linear(x, W) + b => linear(x, W, b)
-    fuse_erf_gelu,       # x * (erf(x / sqrt2) + 1) * 0.5 => gelu(x)
-    fuse_layer_norm,     # (x - E[x]) / sqrt(Var[x] + eps) * w + b => layer_norm(x, w, b)
-]
+# Registered passes (in the default pipeline too), run here directly: no instruments, no copy.
+CANONICALIZE = (FuseLinearBias(), FuseGelu(), FuseLayerNorm())

@@ -18,3 +18,4 @@ __all__ = [
 ]
 
 from graphopt.passes import eliminate_dead_code, eliminate_identity, fold_bn, fold_constants  # noqa: E402,F401  (registers)
+from graphopt.passes import fuse_gelu, fuse_layer_norm, fuse_linear_bias  # noqa: E402,F401  (registers)

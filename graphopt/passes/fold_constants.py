@@ -32,6 +32,7 @@ from graphopt.ir.ops import get_op
 from graphopt.passes.base import Pass, PassResult
 from graphopt.passes.context import PassContext
 from graphopt.passes.registry import register_pass
+from graphopt.passes.pattern import Match, Pat, PatternRule
 from graphopt.passes.rewrite import Rule, apply_rules, replaceable
 
 _STORAGE_OPS = ("quantize", "dequantize")
@@ -80,36 +81,21 @@ def fold_node(graph: Graph, node: Node, max_elements: int) -> tuple[str, ...] | 
     return tuple(names)
 
 
-def _is_const(graph: Graph, value: str, neutral: float) -> bool:
-    if not graph.is_param(value):
-        return False
-    data = graph.param(value).data
-    return data.size > 0 and bool(np.all(data == neutral))
-
-
-def _keep(graph: Graph, node: Node, x: str) -> str | None:
-    """x, if it can stand for node's output: same type (broadcast-safe) and output-safe."""
+def keep_x(graph: Graph, m: Match) -> str | None:
+    """x, if it can stand for the node's output: same type (broadcast-safe) and output-safe."""
+    x, out = m["x"], m.root.output
     t = graph.value(x).type
-    if t is None or t != graph.value(node.output).type or not replaceable(graph, node.output, x):
+    if t is None or t != graph.value(out).type or not replaceable(graph, out, x):
         return None
     return x
 
 
-def drop_neutral(graph: Graph, node: Node, neutral: int, commutative: bool) -> str | None:
-    """op(x, neutral) => x, and op(neutral, x) => x when op is commutative."""
-    a, b = node.inputs
-    if _is_const(graph, b, neutral):
-        return _keep(graph, node, a)
-    if commutative and _is_const(graph, a, neutral):
-        return _keep(graph, node, b)
-    return None
-
-
-SIMPLIFY_RULES = [
-    Rule("mul", partial(drop_neutral, neutral=1, commutative=True)),   # x * 1 => x ; 1 * x => x
-    Rule("add", partial(drop_neutral, neutral=0, commutative=True)),   # x + 0 => x ; 0 + x => x
-    Rule("sub", partial(drop_neutral, neutral=0, commutative=False)),  # x - 0 => x
-    Rule("div", partial(drop_neutral, neutral=1, commutative=False)),  # x / 1 => x
+X = Pat.any("x")
+SIMPLIFY_RULES = [  # add and mul match either input order
+    PatternRule(Pat("mul", (X, Pat.const(1))), keep_x),  # x * 1 => x ; 1 * x => x
+    PatternRule(Pat("add", (X, Pat.const(0))), keep_x),  # x + 0 => x ; 0 + x => x
+    PatternRule(Pat("sub", (X, Pat.const(0))), keep_x),  # x - 0 => x
+    PatternRule(Pat("div", (X, Pat.const(1))), keep_x),  # x / 1 => x
 ]
 
 
