@@ -4,7 +4,8 @@ Exact GELU is `x * 0.5 * (1 + erf(x / sqrt(2)))`: ONNX exports before opset 20
 and hand-written activations (BERT-style `gelu` functions) arrive so. The tanh
 approximation `x * 0.5 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))`
 becomes `gelu{approximate=tanh}`. Every grouping of the three factors matches,
-in either operand order, and `x / sqrt(2)` may be `x * (1 / sqrt(2))`.
+in either operand order; `x / sqrt(2)` may be `x * (1 / sqrt(2))` and `x^3`
+may be `x * (x * x)`.
 Irrational constants match within 1e-6 relative (their float32 roundings).
 Intermediate results read outside the pattern keep it from matching, and the
 result must have x's type.
@@ -45,7 +46,8 @@ def _half_x_times(h: Pat) -> Pat:
 
 ERF_ARG = Pat.either(Pat("div", (X, Pat.const(math.sqrt(2), rel=REL)), single_use=True),
                      Pat("mul", (X, Pat.const(math.sqrt(0.5), rel=REL)), single_use=True))
-CUBE = Pat("pow", (X, Pat.const(3.0)), single_use=True)
+CUBE = Pat.either(Pat("pow", (X, Pat.const(3.0)), single_use=True),  # x^3 or x * (x * x), any grouping
+                  Pat("mul", (X, Pat("mul", (X, X), single_use=True)), single_use=True))
 TANH_ARG = Pat("mul", (Pat("add", (X, Pat("mul", (CUBE, Pat.const(0.044715, rel=REL)), single_use=True)),
                            single_use=True),
                        Pat.const(math.sqrt(2 / math.pi), rel=REL)), single_use=True)

@@ -192,7 +192,7 @@ def _match_node(graph: Graph, pat: Pat, node: Node, value: str | None, state: _S
         return
     orders = [pat.inputs]
     commutative = pat.commutative if pat.commutative is not None else node.op in COMMUTATIVE
-    if commutative and len(pat.inputs) == 2:
+    if commutative and len(pat.inputs) == 2 and node.inputs[0] != node.inputs[1]:
         orders.append(pat.inputs[::-1])
     for order in orders:
         yield from _match_inputs(graph, order, node.inputs, bound)

@@ -180,8 +180,8 @@ class _Driver:
         if self.count > self.limit:
             names = ", ".join(f"'{n}'" for n, _ in Counter(self.recent).most_common(3))
             raise GraphError(f"rewrite rules did not reach a fixpoint after {self.count} rewrites: "
-                             f"rule(s) {names} keep rewriting their own results (the last at node "
-                             f"'{node.name}')")
+                             f"rule(s) {names} keep rewriting (a rule matching its own result, or "
+                             f"rules undoing each other; the last rewrite was at node '{node.name}')")
 
 
 def _replace(graph: Graph, node: Node, inputs: tuple[str, ...], new: tuple[str, ...]) -> list[Node]:
