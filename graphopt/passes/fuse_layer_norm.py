@@ -1,10 +1,11 @@
 """fuse-layer-norm: recognise layer norm written out in primitive ops and make it one node.
 
 `(x - E[x]) / sqrt(Var[x] + eps)` with `E` a keepdim mean over x's trailing
-dims and `Var[x] = E[(x - E[x])^2]` (the square as `pow(., 2)` or `c * c`;
-`* rsqrt(.)` for `/ sqrt(.)`) becomes `layer_norm(x)`; an elementwise weight
-and then a bias of the normalized shape are absorbed by two more rules:
-`layer_norm(x) * w => layer_norm(x, w)`, `layer_norm(x, w) + b => layer_norm(x, w, b)`.
+dims and `Var[x] = E[(x - E[x])^2]` becomes `layer_norm(x)`; the square may be
+`pow(c, 2)` or `c * c`, and `/ sqrt(v)` may be `* rsqrt(v)`, `* reciprocal(sqrt(v))`
+or `* (1 / sqrt(v))`. An elementwise weight and then a bias of the normalized
+shape are absorbed by two more rules: `layer_norm(x) * w => layer_norm(x, w)`,
+`layer_norm(x, w) + b => layer_norm(x, w, b)`.
 This is how LayerNorm arrives from ONNX exports before opset 17 and from
 hand-written modules; `x - E[x]` may be computed once or twice. Nothing read
 outside the pattern may be removed, the normalized shape must be static, and
@@ -48,8 +49,11 @@ SQUARE = Pat.either(Pat("pow", (_centred("mean_v"), Pat.const(2.0)), single_use=
                     Pat("mul", (_centred("mean_v", name="c"), Pat.any("c")), single_use=True))
 SHIFTED_VAR = Pat("add", (Pat("mean", (SQUARE,), name="var", single_use=True), Pat.param("eps")),
                   single_use=True)  # Var[x] + eps
-NORMALIZED = Pat.either(Pat("div", (_centred("mean"), Pat("sqrt", (SHIFTED_VAR,), single_use=True))),
-                        Pat("mul", (_centred("mean"), Pat("rsqrt", (SHIFTED_VAR,), single_use=True))))
+STD = Pat("sqrt", (SHIFTED_VAR,), single_use=True)
+INV_STD = Pat.either(Pat("rsqrt", (SHIFTED_VAR,), single_use=True),
+                     Pat("reciprocal", (STD,), single_use=True),
+                     Pat("div", (Pat.const(1.0), STD), single_use=True))
+NORMALIZED = Pat.either(Pat("div", (_centred("mean"), STD)), Pat("mul", (_centred("mean"), INV_STD)))
 
 
 def to_layer_norm(graph: Graph, m: Match) -> str | None:
