@@ -139,3 +139,28 @@ def test_affine_after_a_traced_layer_norm_is_absorbed():
 def test_onnx_import_fuses_a_written_out_layer_norm():
     graph = load_onnx(export_onnx(LayerNorm("affine"), torch.randn(2, 3, 8)))
     assert graph.op_counts() == {"layer_norm": 1}
+
+
+class Block(torch.nn.Module):
+    """A transformer MLP block written out by hand: F.linear + bias, erf GELU, layer norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(8, 8) / 3)
+        self.b = torch.nn.Parameter(torch.randn(8))
+        self.norm = LayerNorm("affine")
+
+    def forward(self, x):
+        h = torch.nn.functional.linear(x, self.w) + self.b
+        h = h * 0.5 * (1.0 + torch.erf(h / 1.4142135623730951))
+        return self.norm(x + h)
+
+
+def test_default_pipeline_ends_a_module_and_its_export_alike(run_checked):
+    from graphopt.defaults import DEFAULT_PIPELINE
+
+    module, x = Block(), torch.randn(2, 3, 8)
+    imported = load_onnx(export_onnx(module, x))  # fused on import
+    result, _ = run_checked(unfused("fx", module, (2, 3, 8)), [x.numpy()], DEFAULT_PIPELINE)
+    want = {"add": 1, "gelu": 1, "layer_norm": 1, "linear": 1}
+    assert result.graph.op_counts() == imported.op_counts() == want

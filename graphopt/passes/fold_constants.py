@@ -31,8 +31,8 @@ from graphopt.ir.graph import Graph, Node
 from graphopt.ir.ops import get_op
 from graphopt.passes.base import Pass, PassResult
 from graphopt.passes.context import PassContext
-from graphopt.passes.registry import register_pass
 from graphopt.passes.pattern import Match, Pat, PatternRule
+from graphopt.passes.registry import register_pass
 from graphopt.passes.rewrite import Rule, apply_rules, replaceable
 
 _STORAGE_OPS = ("quantize", "dequantize")

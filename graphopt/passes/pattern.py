@@ -31,9 +31,10 @@ match to its function until one returns a replacement.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +65,8 @@ def holds(graph: Graph, name: str, value: float, rel: float = 0.0) -> bool:
 
 @dataclass(frozen=True)
 class Pat:
+    """A pattern for one value (see the module docstring); build leaves with any/param/const/either."""
+
     op: str | tuple[str, ...] | None = None
     inputs: tuple["Pat", ...] | None = None
     name: str | None = None

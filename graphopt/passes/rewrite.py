@@ -43,9 +43,10 @@ Guarantees:
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 from graphopt.errors import GraphError
 from graphopt.ir.graph import Graph, Node
