@@ -1,9 +1,11 @@
 """ONNX frontend: an ONNX model (file, bytes or ModelProto) -> graphopt IR.
 
 `load_onnx` never modifies what it is given. It
-1. reads the model, and checks its structure: every value defined once, no node
-   reading a value nothing defines, no cycle (a `FrontendError` names the file and
-   the node or value at fault);
+1. reads the model (external data from `base_dir`), and checks it alike in all three
+   forms: a graph with outputs, opsets this onnx defines, every value and initializer
+   defined once, stored tensors of known element types and non-negative dims, no
+   node reading a value nothing defines, no cycle (a `FrontendError` names the
+   file and the node, value or initializer at fault); a newer IR version warns;
 2. converts models older than opset 13 up (onnx's version converter), then runs
    ONNX shape inference (strict, falling back to lenient), so values get types;
    symbolic dims keep their names, unnamed ones get one;
@@ -26,6 +28,7 @@ Nodes no rule maps stay opaque, emitted back as they came. Their attrs are
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,10 +38,10 @@ import onnx
 import onnx.shape_inference
 import onnx.version_converter
 import onnx_graphsurgeon as gs
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 
 from graphopt.errors import FrontendError, GraphoptError, VerificationError
-from graphopt.frontends.onnx_context import NodeContext, dtype_name
+from graphopt.frontends.onnx_context import InvalidNode, NodeContext, dtype_name
 from graphopt.frontends.onnx_ops import convert_node
 from graphopt.ir.graph import Graph, Node
 from graphopt.ir.ops import OPAQUE
@@ -54,9 +57,14 @@ _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
 def load_onnx(path_or_proto: str | Path | bytes | onnx.ModelProto, *, name: str | None = None,
-              fold_constants: bool = True, canonicalize: bool = True) -> Graph:
-    """Import an ONNX model as a Graph; raises FrontendError naming the file and node at fault."""
-    model, src, stem = _read(path_or_proto)
+              fold_constants: bool = True, canonicalize: bool = True,
+              base_dir: str | Path | None = None) -> Graph:
+    """Import an ONNX model as a Graph; raises FrontendError naming the file and node at fault.
+
+    External data is read from `base_dir`, by default the file's directory; bytes and
+    ModelProto inputs have none, so they need `base_dir` if they use external data.
+    """
+    model, src, stem = _read(path_or_proto, base_dir)
     _check_structure(model.graph, src)
     model, upgraded_from = _upgrade_opset(model)
     model, strict_note = _infer_shapes(model)
@@ -92,30 +100,76 @@ def load_onnx(path_or_proto: str | Path | bytes | onnx.ModelProto, *, name: str 
 
 # --- reading and checking ---------------------------------------------------------------
 
-def _read(source) -> tuple[onnx.ModelProto, str, str | None]:
-    """A private copy of the model, a label for messages and a default graph name."""
+def _read(source, base_dir) -> tuple[onnx.ModelProto, str, str | None]:
+    """A private, checked copy of the model, a label for messages and a default graph name."""
+    stem = None
     if isinstance(source, onnx.ModelProto):
-        model = onnx.ModelProto()
-        model.CopyFrom(source)
-        return model, f"ONNX model '{source.graph.name or '<unnamed>'}'", None
-    if isinstance(source, (bytes, bytearray)):
-        src, stem = "ONNX bytes", None
+        src = f"ONNX model '{source.graph.name or '<unnamed>'}'"
+        loader = lambda: _copy(source)  # noqa: E731
+    elif isinstance(source, (bytes, bytearray)):
+        src = "ONNX bytes"
         loader = lambda: onnx.load_model_from_string(bytes(source))  # noqa: E731
     else:
         path = Path(source)
         src, stem = f"ONNX file '{path}'", path.stem
         if not path.is_file():
             raise FrontendError(f"{src}: no such file")
-        loader = lambda: onnx.load(str(path), load_external_data=True)  # noqa: E731
+        base_dir = path.parent if base_dir is None else base_dir
+        loader = lambda: onnx.load(str(path), load_external_data=False)  # noqa: E731
     try:
         model = loader()
     except Exception as e:
         raise FrontendError(f"{src}: not a readable ONNX model ({type(e).__name__}: {e})") from None
     if not model.HasField("graph") or not model.graph.output:
         raise FrontendError(f"{src}: the model has no graph or no graph outputs (empty or truncated file?)")
+    _check_versions(model, src)
+    _load_external_data(model, src, base_dir)
+    return model, src, stem
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def _check_versions(model: onnx.ModelProto, src: str) -> None:
+    """Opsets this onnx defines, one per domain; a newer IR version is read as the newest known."""
     if not model.opset_import:
         raise FrontendError(f"{src}: the model declares no opset (truncated file?)")
-    return model, src, stem
+    seen: dict[str, int] = {}
+    for d in model.opset_import:
+        domain = "" if d.domain == "ai.onnx" else d.domain
+        if domain in seen:
+            raise FrontendError(f"{src}: the model imports domain '{d.domain or 'ai.onnx'}' twice "
+                                f"(opsets {seen[domain]} and {d.version})")
+        seen[domain] = d.version
+    newest = onnx.defs.onnx_opset_version()
+    if seen.get("", 0) > newest:
+        raise FrontendError(f"{src}: opset {seen['']} is newer than the newest onnx {onnx.__version__} "
+                            f"defines ({newest}); the meaning of its operators is unknown")
+    if model.ir_version > onnx.IR_VERSION:
+        warnings.warn(f"{src}: IR version {model.ir_version} is newer than the newest onnx "
+                      f"{onnx.__version__} knows; read as IR version {onnx.IR_VERSION}, "
+                      f"fields it does not know are ignored", stacklevel=4)
+        model.ir_version = onnx.IR_VERSION
+
+
+def _load_external_data(model: onnx.ModelProto, src: str, base_dir) -> None:
+    """Tensors stored outside the model read from `base_dir` (onnx refuses paths leaving it)."""
+    external = [(t, label) for t, label in _tensors(model.graph) if external_data_helper.uses_external_data(t)]
+    if not external:
+        return
+    if base_dir is None:
+        t, label = external[0]
+        where = {e.key: e.value for e in t.external_data}.get("location", "?")
+        raise FrontendError(f"{src}: {label} keeps its data in external file '{where}', and bytes or "
+                            f"a ModelProto have no directory to find it in; pass base_dir=")
+    try:
+        external_data_helper.load_external_data_for_model(model, str(base_dir))
+    except Exception as e:
+        raise FrontendError(f"{src}: cannot read external data from '{base_dir}' "
+                            f"({type(e).__name__}: {e})") from None
 
 
 def _first_output(names) -> str | None:
@@ -149,6 +203,65 @@ def _free_names(graph: onnx.GraphProto) -> dict[str, None]:
     return free
 
 
+def _all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """`graph` and every subgraph in it, nested ones included."""
+    yield graph
+    for n in graph.node:
+        for g in _subgraphs(n):
+            yield from _all_graphs(g)
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, str]]:
+    """Every tensor stored in `graph` and its subgraphs, with a label for messages."""
+    for g in _all_graphs(graph):
+        yield from ((t, f"initializer '{t.name}'") for t in g.initializer)
+        for t in g.sparse_initializer:
+            yield t.values, f"sparse initializer '{t.values.name}'"
+            yield t.indices, f"indices of sparse initializer '{t.values.name}'"
+        for k, n in enumerate(g.node):
+            for a in n.attribute:
+                ts = [a.t] if a.type == onnx.AttributeProto.TENSOR else (
+                    a.tensors if a.type == onnx.AttributeProto.TENSORS else [])
+                yield from ((t, f"attribute '{a.name}' of {_node_label(n, k)}") for t in ts)
+
+
+_ELEM_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+
+
+def _first_repeat(names: list[str]) -> str | None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            return n
+        seen.add(n)
+    return None
+
+
+def _check_tensors(graph: onnx.GraphProto, src: str) -> None:
+    """Initializer names unique per graph; every stored tensor of a known element type and shape."""
+    for g in _all_graphs(graph):
+        dup = _first_repeat([t.name for t in g.initializer] + [t.values.name for t in g.sparse_initializer])
+        if dup is not None:
+            raise FrontendError(f"{src}: initializer '{dup}' is defined twice (runtimes disagree on which "
+                                f"one counts)")
+        dup = _first_repeat([i.name for i in g.input])
+        if dup is not None:
+            raise FrontendError(f"{src}: graph input '{dup}' is declared twice")
+        for vi in [*g.input, *g.output, *g.value_info]:
+            tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+            if tt is not None and tt.elem_type and tt.elem_type not in _ELEM_TYPES:
+                raise FrontendError(f"{src}: value '{vi.name}' has unknown element type {tt.elem_type}")
+            dims = [] if tt is None else [d.dim_value if d.HasField("dim_value") else d.dim_param
+                                          for d in tt.shape.dim]
+            if any(isinstance(d, int) and d < 0 for d in dims):
+                raise FrontendError(f"{src}: value '{vi.name}' has a negative dimension in its shape {dims}")
+    for t, label in _tensors(graph):
+        if t.data_type not in _ELEM_TYPES:
+            raise FrontendError(f"{src}: {label} has unknown element type {t.data_type}")
+        if any(d < 0 for d in t.dims):
+            raise FrontendError(f"{src}: {label} has a negative dimension in its shape {list(t.dims)}")
+
+
 def captures(node: onnx.NodeProto) -> list[str]:
     """Outer-scope values read inside `node`'s subgraph attributes."""
     names: dict[str, None] = {}
@@ -159,6 +272,7 @@ def captures(node: onnx.NodeProto) -> list[str]:
 
 def _check_structure(graph: onnx.GraphProto, src: str) -> None:
     """Values defined once, nothing dangling, no cycles: each failure names the node and value."""
+    _check_tensors(graph, src)
     defined = {i.name: "a graph input" for i in graph.input}
     defined.update((t.name, "an initializer") for t in graph.initializer)
     defined.update((t.values.name, "an initializer") for t in graph.sparse_initializer)
@@ -317,6 +431,7 @@ def _build(graph: Graph, gsg: gs.Graph, model: onnx.ModelProto,
                                     f"rank and a supported dtype")
             graph.add_input(t.name, types[t.name])
     tensors = gsg.tensors()
+    tensors.update((k, t) for k, t in _captured_tensors(gsg, model.graph).items() if k not in tensors)
     for name, t in tensors.items():
         if isinstance(t, gs.Constant):
             _add_param(graph, name, t, types.get(name), trainable=name in initializers, src=src)
@@ -328,11 +443,31 @@ def _build(graph: Graph, gsg: gs.Graph, model: onnx.ModelProto,
             continue
         cx = NodeContext(graph, node, opset=opset, onnx_types=types, graph_outputs=graph_outputs,
                          reserved=reserved)
-        mapped, reason = convert_node(cx)
+        try:
+            mapped, reason = convert_node(cx)
+        except InvalidNode as e:
+            raise FrontendError(f"{src}: {e}") from None
         if not mapped:
             proto = protos.get(_first_output([t.name for t in node.outputs]))
             _add_opaque(graph, node, proto, types, reason)
     graph.set_outputs([t.name for t in gsg.outputs])
+
+
+def _captured_tensors(gsg: gs.Graph, model_graph: onnx.GraphProto) -> dict[str, gs.Tensor]:
+    """Outer tensors read only inside subgraphs, which `gsg.tensors()` leaves out."""
+    wanted = {c for n in model_graph.node for c in captures(n)}
+    found: dict[str, gs.Tensor] = {}
+    pending = [gsg]
+    while pending:
+        g = pending.pop()
+        for node in g.nodes:
+            for v in node.attrs.values():
+                subs = [v] if isinstance(v, gs.Graph) else [x for x in v if isinstance(x, gs.Graph)] \
+                    if isinstance(v, list) else []
+                for sub in subs:
+                    found.update((k, t) for k, t in sub.tensors().items() if k in wanted)
+                    pending.append(sub)
+    return found
 
 
 def _add_param(graph: Graph, name: str, t: gs.Constant, onnx_type: TensorType | None, *,

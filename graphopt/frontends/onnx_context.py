@@ -21,11 +21,12 @@ import onnx
 import onnx_graphsurgeon as gs
 import torch
 
+from graphopt.errors import FrontendError
 from graphopt.ir.graph import Graph
 from graphopt.ir.ops import get_op
 from graphopt.ir.types import DTYPE_ABBREV, Dim, TensorType, dtype_from_torch, torch_dtype
 
-__all__ = ["NodeContext", "Unmappable", "dtype_name", "infer_types", "merge_types", "INT64_MAX"]
+__all__ = ["NodeContext", "Unmappable", "InvalidNode", "dtype_name", "infer_types", "merge_types", "INT64_MAX"]
 
 INT64_MAX = 2 ** 63 - 1
 
@@ -41,6 +42,10 @@ def dtype_name(elem_type: int) -> str | None:
 
 class Unmappable(Exception):
     """This node's form has no exact canonical equivalent; it stays opaque."""
+
+
+class InvalidNode(FrontendError):
+    """This node breaks its op's definition (no runtime can run it); the import fails, naming it."""
 
 
 # --- types with symbolic dimensions --------------------------------------------------
@@ -149,6 +154,10 @@ class NodeContext:
         if j >= len(self.outs) or not self.outs[j]:
             return False
         return bool(self.node.outputs[j].outputs) or self.outs[j] in self._graph_outputs
+
+    def invalid(self, message: str) -> InvalidNode:
+        label = f"node '{self.node.name}'" if self.node.name else f"node defining '{self.name}'"
+        return InvalidNode(f"{label} ({self.op_type}): {message}")
 
     def only_first_output_used(self) -> bool:
         return not any(self.used(j) for j in range(1, len(self.outs)))

@@ -4,7 +4,9 @@
 over a `NodeContext` (`graphopt.frontends.onnx_context`). A rule returns False
 (or raises `Unmappable`) when this form of the op has no exact canonical
 equivalent; whatever it added is rolled back and the node is kept opaque, so an
-unusual attribute never makes import fail.
+unusual attribute never makes import fail. A node that breaks its op's own
+definition (a conv weight that does not fit its input) raises `InvalidNode`,
+which fails the import naming the node: no runtime could run it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from graphopt.frontends.onnx_context import INT64_MAX, NodeContext, Unmappable, dtype_name
+from graphopt.frontends.onnx_context import INT64_MAX, InvalidNode, NodeContext, Unmappable, dtype_name
 from graphopt.ir.types import Dim
 
 
@@ -88,14 +90,30 @@ def _scalar_input(cx: NodeContext, i: int) -> float | int | None:
 
 # --- rules -----------------------------------------------------------------------------------
 
+def _check_conv_weight(cx: NodeContext) -> None:
+    """Conv's weight must fit its input, group and kernel_shape, or no runtime can run it."""
+    x, w, group = cx.type(0), cx.type(1), int(cx.attr("group", 1))
+    if w is None or w.rank < 3 or not all(isinstance(d, int) for d in w.shape[:2]):
+        return
+    where = f"weight '{cx.ins[1]}' {list(w.shape)} with group={group}"
+    if x is not None and x.rank != w.rank:
+        raise cx.invalid(f"input '{cx.ins[0]}' has rank {x.rank}, {where} needs rank {w.rank}")
+    if x is not None and isinstance(x.shape[1], int) and x.shape[1] != w.shape[1] * group:
+        raise cx.invalid(f"input '{cx.ins[0]}' has {x.shape[1]} channels, {where} expects {w.shape[1] * group}")
+    if group < 1 or w.shape[0] % group:
+        raise cx.invalid(f"{where}: {w.shape[0]} output channels do not split into {group} groups")
+    kernel = cx.attr("kernel_shape")
+    if kernel is not None and w.is_static and list(kernel) != list(w.shape[2:]):
+        raise cx.invalid(f"kernel_shape={list(kernel)} does not match {where}")
+
+
 def conv(cx: NodeContext) -> bool:
+    _check_conv_weight(cx)
     w = cx.type(1)
     if w is None or not w.is_static or w.rank not in (3, 4, 5):
         return False
     nd = w.rank - 2
-    kernel = list(cx.attr("kernel_shape", w.shape[2:]))
-    if kernel != list(w.shape[2:]):
-        return False
+    kernel = list(w.shape[2:])
     strides = list(cx.attr("strides", [1] * nd))
     dil = list(cx.attr("dilations", [1] * nd))
     pads = _window_pads(cx, kernel, strides, dil)
@@ -583,7 +601,10 @@ def convert_node(cx: NodeContext) -> tuple[bool, str]:
         reason = "form not supported"
     except Unmappable as e:
         reason = str(e)
-    except Exception as e:  # a rule must never make import fail; the node stays opaque
+    except InvalidNode:  # the model is broken, not just this form unsupported
+        cx.rollback()
+        raise
+    except Exception as e:  # otherwise a rule never makes import fail; the node stays opaque
         reason = f"{type(e).__name__}: {e}"
     cx.rollback()
     return False, reason
