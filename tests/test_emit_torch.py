@@ -42,7 +42,7 @@ def test_structure_and_outputs():
     x = torch.randn(3, 4)
     out = m(x)
     assert isinstance(out, tuple) and len(out) == 2
-    h = torch.relu(x @ torch.from_numpy(g.params["fc.weight"].data).T + torch.from_numpy(g.params["fc.bias"].data))
+    h = torch.relu(x @ torch.tensor(g.params["fc.weight"].data).T + torch.tensor(g.params["fc.bias"].data))
     torch.testing.assert_close(out[0], h[:, :2] * 2)
     torch.testing.assert_close(out[1], h[:, 2:])
     np.testing.assert_allclose(g.run([x.numpy()])[1], h[:, 2:].numpy(), rtol=1e-6)
@@ -143,7 +143,7 @@ def test_emitted_module_trains_and_writes_back():
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert all(not torch.equal(before[k], v) for k, v in module.named_parameters())
-    assert torch.equal(module.body_1_running_mean, torch.from_numpy(graph.params["body.1.running_mean"].data))
+    assert torch.equal(module.body_1_running_mean, torch.tensor(graph.params["body.1.running_mean"].data))
 
     written = write_back(graph, module)
     assert set(written) == {n for n, p in graph.params.items() if p.trainable}

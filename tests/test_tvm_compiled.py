@@ -68,7 +68,7 @@ def x():
 def expected(graph: Graph, *inputs) -> list[np.ndarray]:
     """The graph evaluated with its ops' torch references."""
     env = {n: torch.from_numpy(a) for n, a in zip(graph.inputs, inputs)}
-    env.update({n: torch.from_numpy(p.data) for n, p in graph.params.items()})
+    env.update({n: torch.tensor(p.data) for n, p in graph.params.items()})
     for node in graph.nodes:
         out = OPS[node.op].impl(*[env[v] for v in node.inputs], **node.attrs)
         env.update(zip(node.outputs, out if isinstance(out, tuple) else (out,)))
