@@ -36,6 +36,11 @@ class Progress:
         self.log(f"  done in {time.perf_counter() - start:.1f} s")
 
 
+def warn(message: str) -> None:
+    """A warning on stderr, shown even with -q: something was done other than asked."""
+    print(f"graphopt: warning: {message}", file=sys.stderr, flush=True)
+
+
 def load_model(path: str | os.PathLike) -> "Graph":
     """Import an ONNX file; every failure is a GraphoptError or OSError naming the file."""
     path = Path(path)

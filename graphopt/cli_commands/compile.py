@@ -3,7 +3,10 @@
 Runs the pipeline (default: the exact cleanups), lowers to Relax, applies a
 tuning database if --db names one (after tuning --tune N trials into it, if
 asked), builds, and writes OUT (.so for the host, .tar or .so for a cross
-target) plus OUT.json with the metadata. Nothing is written on failure.
+target) plus OUT.json with the metadata. Nothing is written on failure. OUT,
+the target and --db are checked before the build: --db must name a tuning
+directory (it may be missing only with --tune); one without records warns that
+the build is untuned.
 
 Examples:
   graphopt compile model.onnx --target x86 -o model.so
@@ -40,9 +43,13 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphopt.api import optimize
+    from graphopt.backends.tvm.targets import resolve_target
     from graphopt.cli_commands.common import load_model
 
     progress = args.progress
+    check_library_path(args.output)  # bad options fail here, before the long build
+    resolve_target(args.target)
+    _check_db(args)
     graph = load_model(args.input)
     with progress.step(f"compiling for {args.target}"):
         compiled = optimize(graph, target=args.target, pipeline=args.pipeline, tune=args.tune,
@@ -50,3 +57,42 @@ def run(args: argparse.Namespace) -> int:
     path = compiled.save(args.output)
     print(f"wrote {path} ({compiled!r})")
     return 0
+
+
+def check_library_path(output: str) -> None:
+    """Refuse an output the build could not be saved to: wrong suffix, or not a regular file."""
+    from graphopt.backends.tvm.compiled import LIBRARY_SUFFIXES, metadata_path
+    from graphopt.errors import GraphoptError
+    from graphopt.fileio import check_output_path
+
+    path = check_output_path(output)
+    if path.suffix not in LIBRARY_SUFFIXES:
+        raise GraphoptError(f"-o '{output}': use a .so (loadable shared library) or .tar (object "
+                            f"files) path")
+    check_output_path(metadata_path(path))
+
+
+def _check_db(args: argparse.Namespace) -> None:
+    """--db names a tuning directory: refuse a file or a typo; warn when it holds nothing to apply."""
+    from pathlib import Path
+
+    from graphopt.backends.tvm.tuning import RECORD_FILE
+    from graphopt.cli_commands.common import warn
+    from graphopt.errors import GraphoptError
+
+    if args.tune < 0:
+        raise GraphoptError(f"--tune wants a number of trials >= 0, got {args.tune}")
+    if args.db is None:
+        return
+    db = Path(args.db)
+    if db.exists() and not db.is_dir():
+        raise GraphoptError(f"--db '{db}' is not a directory: a tuning database is the directory "
+                            f"'graphopt tune --db DIR' writes")
+    if args.tune:
+        return  # tuning creates or resumes it
+    if not db.exists():
+        raise GraphoptError(f"--db '{db}': no such directory; tune into it first ('graphopt tune "
+                            f"--db {db}' or 'compile --tune N --db {db}')")
+    records = db / RECORD_FILE
+    if not (records.is_file() and records.stat().st_size):
+        warn(f"--db '{db}' holds no tuning records: building with the default schedules (untuned)")

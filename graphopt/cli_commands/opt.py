@@ -33,10 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphopt.cli_commands.common import load_model, op_count_table
+    from graphopt.fileio import check_output_path
     from graphopt.passes import PassContext, Pipeline, default_instruments
 
     progress = args.progress
-    pipeline = Pipeline.parse(args.pipeline)  # fail on a bad pipeline before loading anything
+    pipeline = Pipeline.parse(args.pipeline)  # fail on a bad pipeline or -o before loading anything
+    if args.output is not None:
+        check_output_path(args.output)
     graph = load_model(args.input)
     ctx = PassContext(instruments=default_instruments(verify=not args.no_verify, dump_dir=args.dump_ir),
                       seed=args.seed, log=progress.log)
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_ir:
         print()
         print(result.graph)
-    if args.output:
+    if args.output is not None:
         path = result.graph.save_onnx(args.output)
         print(f"wrote {path}")
     else:

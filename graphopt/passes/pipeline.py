@@ -7,6 +7,8 @@
 
 Option text is converted to the field's annotated type (bool, int, float, str,
 Literal[...], X | None, tuple[X, ...]). Errors name the character position.
+Lists nest at most MAX_NESTING deep (no option needs more; the parser recurses
+per bracket, so the limit keeps hostile text from exhausting Python's stack).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 _WORD = re.compile(r"[A-Za-z0-9_.+\-/:]+")
 _NAME = re.compile(r"[a-z][a-z0-9\-]*")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_NESTING = 32  # list brackets inside one option value
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ def option_types(cls: type[Pass]) -> dict[str, Any]:
 
 class _Parser:
     def __init__(self, text: str):
-        self.text, self.pos = text, 0
+        self.text, self.pos, self.depth = text, 0, 0
 
     def error(self, message: str, pos: int | None = None) -> PipelineParseError:
         return PipelineParseError(message, self.text, self.pos if pos is None else pos)
@@ -202,11 +205,15 @@ class _Parser:
     def value(self) -> str | list:
         ch = self.peek()
         if ch == "[":
+            if self.depth == MAX_NESTING:
+                raise self.error(f"lists nested more than {MAX_NESTING} deep")
+            self.depth += 1
             self.pos += 1
             items: list = []
             self.skip_ws()
             if self.peek() == "]":
                 self.pos += 1
+                self.depth -= 1
                 return items
             while True:
                 self.skip_ws()
@@ -214,6 +221,7 @@ class _Parser:
                 self.skip_ws()
                 if self.peek() == "]":
                     self.pos += 1
+                    self.depth -= 1
                     return items
                 self.expect(",")
         if ch == '"':

@@ -31,6 +31,7 @@ TVM target tag (``tvm.target.list_tags()``) and a ``tvm.target.Target``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -140,7 +141,35 @@ PRESETS: dict[str, Callable[[], dict[str, Any]]] = {
 
 
 def resolve_target(spec: TargetSpec) -> Target:
-    """Turn a preset name, TVM target dict, JSON text, tag or Target into a Target."""
+    """Turn a preset name, TVM target dict, JSON text, tag or Target into a Target.
+
+    LLVM options TVM accepts but would ignore or misuse are refused: an ``mcpu``
+    LLVM does not know for the triple (LLVM would silently build for a generic
+    CPU) and a ``num-cores`` below 1 (MetaSchedule sizes parallel loops by it).
+    """
+    target = _make_target(spec)
+    for t in (target, target.host):
+        if t is not None and t.kind.name == "llvm":
+            _check_llvm_options(t)
+    return target
+
+
+def _check_llvm_options(target: Target) -> None:
+    triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
+    mcpu = str(target.attrs.get("mcpu", "") or "")
+    if mcpu and not codegen.llvm_is_valid_cpu(mcpu, triple):
+        known = [str(c) for c in codegen.llvm_get_cpu_archlist(Target({"kind": "llvm", "mtriple": triple}))]
+        close = difflib.get_close_matches(mcpu, known, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"LLVM knows {len(known)} CPUs for it"
+        if mcpu == "native":
+            hint = "the x86 preset names this host's CPU"
+        raise TargetError(f"mcpu {mcpu!r} is not a CPU LLVM knows for {triple}; {hint}")
+    cores = target.attrs.get("num-cores")
+    if cores is not None and int(cores) < 1:
+        raise TargetError(f"num-cores must be at least 1, got {int(cores)}")
+
+
+def _make_target(spec: TargetSpec) -> Target:
     if isinstance(spec, Target):
         return spec
     if isinstance(spec, str):

@@ -132,6 +132,8 @@ def _line_problem(line: str, check: Callable[[object], str | None]) -> str | Non
         return check(json.loads(line))
     except json.JSONDecodeError as err:
         return f"not valid JSON ({err})"
+    except RecursionError:
+        return "JSON nested too deeply to read"
 
 
 def _check_table(path: Path, check: Callable[[object], str | None]) -> int:
@@ -208,8 +210,20 @@ def _check_metadata(work_dir: Path, target: Target) -> bool:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
         version, fingerprint = meta["version"], meta["target"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError) as err:  # ValueError: bad JSON or UTF-8
         raise TuningDatabaseError(f"unreadable tuning metadata {path}: {err}") from None
+    except RecursionError:
+        raise TuningDatabaseError(f"unreadable tuning metadata {path}: JSON nested too deeply") from None
+    if type(version) is not int or version < 1:
+        raise TuningDatabaseError(
+            f"corrupt tuning metadata {path}: \"version\" is {_brief(version)}, expected a "
+            "positive integer"
+        )
+    if not isinstance(fingerprint, str):
+        raise TuningDatabaseError(
+            f"corrupt tuning metadata {path}: \"target\" is {_brief(fingerprint)}, expected a "
+            "target fingerprint string"
+        )
     if version > FORMAT_VERSION:
         raise TuningDatabaseError(
             f"{path}: db format version {version}, this graphopt reads up to {FORMAT_VERSION}"
@@ -217,7 +231,7 @@ def _check_metadata(work_dir: Path, target: Target) -> bool:
     if fingerprint != target_fingerprint(target):
         raise TuningDatabaseError(
             f"{work_dir} was tuned for another target ({fingerprint}: "
-            f"{json.dumps(meta.get('target_json'))}), not for {target_fingerprint(target)}: "
+            f"{_brief(meta.get('target_json'), 1000)}), not for {target_fingerprint(target)}: "
             f"{target}; use one work dir per target"
         )
     if meta.get("tvm") != tvm.__version__:
@@ -227,6 +241,15 @@ def _check_metadata(work_dir: Path, target: Target) -> bool:
             stacklevel=3,
         )
     return True
+
+
+def _brief(value: object, limit: int = 40) -> str:
+    """`value` as JSON for a message, cut at `limit` characters (too deep: its type)."""
+    try:
+        text = json.dumps(value)
+    except (RecursionError, ValueError, TypeError):
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _open_database(work_dir: Path) -> ms.database.JSONDatabase:
