@@ -1,4 +1,4 @@
-"""fold-constants: parameter-only nodes become parameters; x*1, x+0, x-0, x/1 disappear."""
+"""fold-constants: parameter-only nodes become parameters; x*1, x+(-0.0), x-0.0, x/1 disappear."""
 
 from __future__ import annotations
 
@@ -121,9 +121,13 @@ def test_storage_ops_opaque_and_outputs_are_not_folded():
 @pytest.mark.parametrize("op, const, first, kept", [
     ("mul", np.ones((2, 3), np.float32), False, False),    # x * 1 (same shape)
     ("mul", np.ones((1, 3), np.float32), True, False),     # 1 * x (broadcast, shape unchanged)
-    ("add", np.zeros((3,), np.float32), False, False),     # x + 0
-    ("add", np.float32(0), True, False),                   # 0 + x
-    ("sub", np.zeros((1, 1), np.float32), False, False),   # x - 0
+    ("add", np.full((3,), -0.0, np.float32), False, False),  # x + (-0.0)
+    ("add", np.float32(-0.0), True, False),                # -0.0 + x
+    ("add", np.zeros((3,), np.float32), False, True),      # x + 0.0: -0.0 becomes +0.0
+    ("add", np.int64(0), True, True),                      # 0 + x: an int 0 promotes to +0.0
+    ("sub", np.zeros((1, 1), np.float32), False, False),   # x - 0.0
+    ("sub", np.float32(-0.0), False, True),                # x - (-0.0): -0.0 becomes +0.0
+    ("mul", np.float32(0), False, True),                   # x * 0 is not 0 (inf, NaN, -x)
     ("div", np.ones((3,), np.float32), False, False),      # x / 1
     ("sub", np.float32(0), True, True),                    # 0 - x = -x
     ("div", np.float32(1), True, True),                    # 1 / x

@@ -340,7 +340,8 @@ _define("slice", ["x"], slice_, dict(axis=REQUIRED, start=REQUIRED, end=REQUIRED
         doc="Strided slice along one axis.")
 _define("select", ["x"], select, dict(axis=REQUIRED, index=REQUIRED),
         doc="Take one index along axis, dropping it.")
-_define("embedding", ["indices", "weight"], embedding, doc="Row lookup in weight [num, dim].")
+_define("embedding", ["indices", "weight"], embedding, doc="Row lookup in weight [num, dim]; an index outside "
+        "[0, num) raises here (torch) but the TVM backend clamps it: -1 reads row 0, num or more the last row.")
 _define("cast", ["x"], cast, dict(dtype=REQUIRED), doc="Convert dtype.")
 _define("identity", ["x"], identity, doc="Returns its input.")
 _define("dropout", ["x"], dropout, dict(p=0.5), doc="Dropout; identity at inference.")

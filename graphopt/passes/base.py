@@ -27,6 +27,10 @@ class Tolerance:
 
     min_sqnr_db: signal-to-noise ratio of new vs old outputs, in dB.
     min_top1_agreement: fraction of rows whose argmax over the last axis agrees.
+
+    Non-finite values: NaN matches NaN and inf matches inf of the same sign, in every
+    check; any other difference at a non-finite position is a violation (SQNR -inf).
+    Top-1 takes a row's first NaN as its maximum, as torch.argmax does.
     """
 
     atol: float | None = 1e-5
@@ -64,11 +68,15 @@ class Tolerance:
                 found.append(f"output {i}: shape changed from {a.shape} to {b.shape}")
                 continue
             a64, b64 = a.astype(np.float64), b.astype(np.float64)
-            if self.atol is not None and not np.allclose(b64, a64, atol=self.atol, rtol=self.rtol):
-                err = np.abs(b64 - a64)
-                found.append(f"output {i}: max abs error {err.max():.3g} at index "
-                             f"{tuple(int(i) for i in np.unravel_index(err.argmax(), err.shape))} exceeds atol={self.atol:g} "
-                             f"rtol={self.rtol:g}")
+            close = (np.isclose(b64, a64, atol=self.atol, rtol=self.rtol, equal_nan=True)
+                     if self.atol is not None else None)
+            if close is not None and not close.all():
+                with np.errstate(invalid="ignore"):  # inf - inf
+                    err = np.where(close, 0.0, np.nan_to_num(np.abs(b64 - a64), nan=np.inf))
+                at = np.unravel_index(err.argmax(), err.shape)
+                found.append(f"output {i}: {int((~close).sum())} of {close.size} values differ; max abs "
+                             f"error {err.max():.3g} at index {tuple(int(j) for j in at)} ({a64[at]:g} became "
+                             f"{b64[at]:g}) exceeds atol={self.atol:g} rtol={self.rtol:g}")
             if self.min_sqnr_db is not None:
                 sqnr = sqnr_db(a64, b64)
                 if sqnr < self.min_sqnr_db:
@@ -81,6 +89,13 @@ class Tolerance:
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
+    """SQNR over the finite positions; -inf when a non-finite value is not matched exactly."""
+    reference, approx = np.asarray(reference, np.float64), np.asarray(approx, np.float64)
+    finite = np.isfinite(reference) & np.isfinite(approx)
+    same = (np.isnan(reference) & np.isnan(approx)) | (np.isinf(reference) & (reference == approx))
+    if not np.all(finite | same):
+        return float("-inf")
+    reference, approx = reference[finite], approx[finite]
     noise = float(np.sum((reference - approx) ** 2))
     signal = float(np.sum(reference ** 2))
     if noise == 0.0:

@@ -1,4 +1,4 @@
-"""fold-constants: evaluate nodes whose inputs are all parameters; drop x*1, x+0, x-0, x/1.
+"""fold-constants: evaluate nodes whose inputs are all parameters; drop x*1, x+(-0), x-0, x/1.
 
 A canonical node reading only parameters is run once through its op's torch
 reference and replaced by new parameter(s) named `<output>_folded`. A folded
@@ -15,7 +15,9 @@ as `too_large`).
 Identity arithmetic is removed only when it is exact and the constant's
 broadcast leaves x's shape and dtype as they were (the node's output type
 equals x's type); the constant must hold the neutral element everywhere.
-`x + 0` turns a -0.0 in x into +0.0, which compares equal.
+IEEE semantics are kept (NaN, inf, signed zero): on floats `x + 0.0` turns -0.0
+into +0.0 and `x - (-0.0)` does too, so only `x + (-0.0)` and `x - (+0.0)` are
+dropped; `x * 0` is never 0 (inf and NaN give NaN, -x gives -0.0).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from graphopt.ir.graph import Graph, Node
 from graphopt.ir.ops import get_op
 from graphopt.passes.base import Pass, PassResult
 from graphopt.passes.context import PassContext
-from graphopt.passes.pattern import Match, Pat, PatternRule
+from graphopt.passes.pattern import Match, Pat, PatternRule, holds
 from graphopt.passes.registry import register_pass
 from graphopt.passes.rewrite import Rule, apply_rules, replaceable
 
@@ -90,11 +92,33 @@ def keep_x(graph: Graph, m: Match) -> str | None:
     return x
 
 
+def _zero_of_sign(graph: Graph, name: str, negative: bool) -> bool:
+    """Parameter `name` is zero everywhere, and (for a float result) of the given sign."""
+    if not holds(graph, name, 0.0):
+        return False
+    data = graph.param(name).data
+    if not np.issubdtype(data.dtype, np.floating):
+        return not negative  # an integer 0 is +0.0 once promoted
+    return bool(np.all(np.signbit(data) == negative))
+
+
+def keep_x_exact_zero(graph: Graph, m: Match, negative: bool) -> str | None:
+    """keep_x where the zero is exact on x's dtype: any zero for integers, else that signed zero."""
+    t = graph.value(m["x"]).type
+    if t is not None and np.issubdtype(np.dtype(t.dtype), np.floating) \
+            and not _zero_of_sign(graph, m["zero"], negative):
+        return None
+    return keep_x(graph, m)
+
+
 X = Pat.any("x")
+ZERO = Pat.const(0, name="zero")
 SIMPLIFY_RULES = [  # add and mul match either input order
     PatternRule(Pat("mul", (X, Pat.const(1))), keep_x),  # x * 1 => x ; 1 * x => x
-    PatternRule(Pat("add", (X, Pat.const(0))), keep_x),  # x + 0 => x ; 0 + x => x
-    PatternRule(Pat("sub", (X, Pat.const(0))), keep_x),  # x - 0 => x
+    # x + (-0.0) => x ; -0.0 + x => x  (x + 0.0 is not: -0.0 + 0.0 = +0.0; ints: any 0)
+    PatternRule(Pat("add", (X, ZERO)), partial(keep_x_exact_zero, negative=True)),
+    # x - 0.0 => x  (x - (-0.0) is not: -0.0 - -0.0 = +0.0; ints: any 0)
+    PatternRule(Pat("sub", (X, ZERO)), partial(keep_x_exact_zero, negative=False)),
     PatternRule(Pat("div", (X, Pat.const(1))), keep_x),  # x / 1 => x
 ]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+import tvm
 from tvm import relax
 
 from graphopt.ir.ops import quant_range
@@ -140,11 +141,28 @@ def clip(cx, x, *, min, max):  # noqa: A002 - op attribute names
     return R.clip(x, lo if min is None else min, hi if max is None else max)
 
 
+def _not_immediate(e: relax.Expr, dt: str) -> relax.Expr:
+    """`e` cast to `dt`; a 0-d float constant becomes a [1] tensor.
+
+    TVM's LegalizeOps turns a 0-d constant operand of a binary op into a TIR immediate, and
+    TIR's constant folder then rewrites x * 0 => 0 (wrong for inf, NaN, -x), x + 0.0 => x and
+    x - (-0.0) => x (wrong for -0.0), and refuses to build x / 0. A [1] tensor stays a buffer
+    read, so IEEE semantics hold; integer immediates fold exactly and stay.
+    """
+    if (isinstance(e, tvm.ir.Constant) and isinstance(e.value, tvm.runtime.Tensor)
+            and not shape_of(e) and np.issubdtype(np.dtype(dt), np.floating)):
+        return const(e.value.numpy().astype(dt).reshape(1), dt)
+    return cast(e, dt)
+
+
 def _binary(fn: Callable) -> Callable:
     # torch promotes mixed dtypes; Relax wants them equal: cast both to the result dtype.
     def rule(cx, a, b):
         dt = cx.out_dtype(dtype_of(a))
-        return fn(cast(a, dt), cast(b, dt))
+        y = fn(_not_immediate(a, dt), _not_immediate(b, dt))
+        if not shape_of(a) and not shape_of(b):  # both 0-d: undo the [1] the workaround gave
+            y = R.reshape(cx.emit(y), [])
+        return y
     return rule
 
 
@@ -295,7 +313,8 @@ def select(cx, x, *, axis, index):
 
 
 def embedding(cx, indices, weight):
-    # "clip" mode: an out-of-range index reads the last row instead of faulting.
+    # "clip" mode: an index outside [0, num) is clamped into it (-1 reads row 0, num or more
+    # the last row) where torch raises; documented in ir/ops.py, pinned by a test.
     return R.take(weight, indices, axis=0, mode="clip")
 
 
