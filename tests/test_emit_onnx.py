@@ -156,6 +156,13 @@ def flatten(g):
                    g.add_node("flatten", [x], attrs={"start_dim": 1, "end_dim": 2}).output])
 
 
+def axes_op(op, in_shape, *axes):
+    def build(g):
+        x = g.add_input("x", f32(*in_shape))
+        g.set_outputs([g.add_node(op, [x], attrs={"axes": a}).output for a in axes])
+    return build
+
+
 def slice_select(op):
     def build(g):
         x = g.add_input("x", f32(4, 6, 5))
@@ -211,6 +218,8 @@ CASES = {
     "concat": concat, "split": split,
     "reshape": single("reshape", (2, 3, 4), {"shape": [0, -1, 2]}),
     "flatten": flatten,
+    "squeeze": axes_op("squeeze", (2, 1, 3, 1), [1, -1], [3], []),
+    "unsqueeze": axes_op("unsqueeze", (2, 3), [0, -1], [3, 1]),
     "permute": single("permute", (2, 3, 4), {"perm": [2, 0, 1]}),
     "expand": single("expand", (3, 1), {"shape": [2, -1, 4]}),
     "slice": slice_select("slice"), "select": slice_select("select"),

@@ -152,6 +152,19 @@ class Tiny(nn.Module):
         return self.fc(torch.flatten(F.relu(self.bn(self.conv(x))), 1))
 
 
+class ShapeOps(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        p = y.mean(dim=(2, 3), keepdim=True)
+        s = p.squeeze(-1).squeeze(-1)
+        u = s.unsqueeze(1).expand(-1, 3, -1)
+        return u, y.view(y.size(0), -1), y.reshape(y.size(0), y.size(1), -1), s.squeeze(0)
+
+
 def _seeded(cls, *inputs):
     torch.manual_seed(0)
     return cls().eval(), inputs
@@ -164,6 +177,7 @@ CASES = {
     "embedding": lambda: _seeded(EmbeddingModel, torch.randint(0, 50, (3, 6))),
     "split_cat": lambda: _seeded(SplitCat, torch.randn(4, 6, 6)),
     "opaque": lambda: _seeded(WithOpaque, torch.randn(2, 8, 5, 5)),
+    "shape_ops": lambda: _seeded(ShapeOps, torch.randn(2, 3, 5, 5)),
 }
 
 
@@ -224,6 +238,45 @@ def test_split_ops_become_split_nodes():
     assert not any(k.startswith("opaque") for k in counts), counts
     chunk = next(n for n in graph.nodes if n.op == "split" and n.name.startswith("chunk"))
     assert chunk.attrs == {"axis": 2, "sizes": [2, 2, 2]} and len(chunk.outputs) == 3
+
+
+def test_shape_ops_keep_axes_not_sizes():
+    model, inputs = CASES["shape_ops"]()
+    graph = roundtrip(model, inputs)
+    attrs = {n.name: (n.op, dict(n.attrs)) for n in graph.nodes if n.op not in ("conv", "mean")}
+    assert attrs == {"squeeze": ("squeeze", {"axes": [3]}), "squeeze_1": ("squeeze", {"axes": [2]}),
+                     "unsqueeze": ("unsqueeze", {"axes": [1]}), "expand": ("expand", {"shape": [-1, 3, -1]}),
+                     "view": ("reshape", {"shape": [0, -1]}), "reshape": ("reshape", {"shape": [0, 0, -1]})}
+    assert graph.outputs[3] == "squeeze_1"  # squeeze(0) of a dim that is not 1 is x itself
+    # prune the conv to 5 output channels: every shape op still fits, no attribute rewritten
+    conv = next(n for n in graph.nodes if n.op == "conv")
+    keep = [0, 2, 3, 5, 7]
+    for w in conv.inputs[1:]:
+        graph.slice_param(w, 0, keep)
+    graph.infer_types(from_values=conv.inputs[1:])
+    graph.verify()
+    assert [graph.type_of(o).shape for o in graph.outputs] == [(2, 3, 5), (2, 125), (2, 5, 25), (2, 5)]
+    with torch.no_grad():
+        model.conv.weight.data, model.conv.bias.data = model.conv.weight[keep], model.conv.bias[keep]
+        for w, g in zip(model(*inputs), graph.to_torch()(*inputs)):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size,want", [
+    ((2, -1), [0, -1]),              # batch copied, -1 kept
+    ((2, 3, 20), [0, 0, -1]),        # the one dim after the copied ones is the rest
+    ((6, 20), [6, 20]),              # nothing copied: sizes stay
+    ((2, 3, 4, 5), [0, 0, 0, 0]),
+    ((2, 12, 5), [0, 12, 5]),        # dim 1 changed meaning: not copied
+    ((2, 3, 2, 10), [0, 0, 2, 10]),
+])
+def test_view_copies_only_a_matching_prefix(size, want):
+    class View(nn.Module):
+        def forward(self, x):
+            return x.view(*size)
+
+    graph = roundtrip(View().eval(), (torch.randn(2, 3, 4, 5),))
+    assert graph.nodes[0].op == "reshape" and list(graph.nodes[0].attrs["shape"]) == want
 
 
 def test_unmapped_ops_become_opaque():

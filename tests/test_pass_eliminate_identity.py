@@ -97,11 +97,25 @@ def test_reshape_chain_needing_concrete_shape(outer, interpret):
     check_exact(before, g, interpret)
 
 
+@pytest.mark.parametrize("inner", [("unsqueeze", {"axes": (1,)}), ("squeeze", {"axes": ()})])
+def test_squeeze_ops(inner, interpret):
+    # squeeze{axes=[]} is x; a reshape after (un)squeeze reads x directly
+    g = Graph("sq")
+    x = g.add_input("x", TensorType((2, 3, 4)))
+    g.set_outputs([chain(g, x, (*inner, "s"), ("reshape", {"shape": (0, -1)}, "r"), ("relu", {}, "relu"))])
+    before = g.copy()
+    run_pass(g)
+    g.verify()
+    assert [n.op for n in g.nodes] == ["reshape", "relu"] and g.node("r").inputs == ("x",)
+    check_exact(before, g, interpret)
+
+
 @pytest.mark.parametrize("op, attrs", [
     ("reshape", {"shape": (3, 2, 4)}),
     ("permute", {"perm": (1, 0, 2)}),
     ("cast", {"dtype": "float64"}),
     ("expand", {"shape": (2, 2, 3, 4)}),
+    ("unsqueeze", {"axes": (0,)}),
     ("slice", {"axis": 1, "start": 1, "end": 3}),
     ("slice", {"axis": 0, "start": 0, "end": 2, "step": 2}),
 ])

@@ -291,6 +291,17 @@ def flatten(cx: EmitContext, n: Node) -> None:
     cx.add(n, "Reshape", [x, cx.add(n, "Concat", parts, axis=0)], n.outputs)
 
 
+def _axes_op(op_type: str) -> Rule:
+    # Squeeze / Unsqueeze with the axes as an input (opset 13+); no axes is Identity
+    def rule(cx: EmitContext, n: Node) -> None:
+        axes = [int(a) for a in n.attrs["axes"]]
+        if not axes:
+            cx.add(n, "Identity", n.inputs, n.outputs)
+            return
+        cx.add(n, op_type, [n.inputs[0], cx.ints(n, "axes", axes)], n.outputs)
+    return rule
+
+
 def permute(cx: EmitContext, n: Node) -> None:
     cx.add(n, "Transpose", n.inputs, n.outputs, perm=[int(p) for p in n.attrs["perm"]])
 
@@ -407,6 +418,8 @@ RULES: dict[str, Rule] = {
     "split": split,                             # Split with a sizes input
     "reshape": reshape,                         # Reshape with a constant shape
     "flatten": flatten,                         # Reshape (static), Flatten (start 1), or Shape-built Reshape
+    "squeeze": _axes_op("Squeeze"),
+    "unsqueeze": _axes_op("Unsqueeze"),
     "permute": permute,                         # Transpose
     "expand": expand,                           # Expand with a constant shape
     "slice": slice_,                            # Slice on one axis

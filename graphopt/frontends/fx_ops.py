@@ -230,29 +230,52 @@ def _unbind(cx, node, a):
     return [cx.emit("select", [x], axis=axis, index=i, suffix=f"_{i}") for i in range(t.shape[axis])]
 
 
+def _reshape_target(in_shape, size) -> list[int] | None:
+    """A reshape{shape} that ties as few sizes as possible to the export's, or None.
+
+    Leading dims equal to the input's are copied (0): a reshape whose first k dims
+    match keeps them, so they stay the input's dims when it changes. -1 is kept, and a
+    single dim after the copied ones becomes -1 (it can only be the remaining product).
+    """
+    target = [int(s) for s in size]
+    k = 0
+    while k < min(len(target), len(in_shape)) and target[k] == in_shape[k]:
+        k += 1
+    rest = target[k:]
+    if 0 in rest:
+        return None  # a literal empty dim; reshape reads 0 as "copy this dim"
+    single = len(rest) == 1 and 0 not in in_shape  # -1 is ambiguous for an empty tensor
+    return [0] * k + ([-1] if single else rest)
+
+
 def _view(cx, node, a):
-    # view/reshape/_unsafe_view(x, size) => reshape{shape} (-1 kept; export's shape if ambiguous)
-    shape = [int(s) for s in node.args[1]]
-    if 0 in shape:
-        shape = list(cx.out_type().shape)
-        if 0 in shape:
-            return None  # ONNX-style reshape reads 0 as "copy this dim"
+    # view/reshape/_unsafe_view(x, [n, ..., -1]) => reshape{shape=[0, ..., -1]}
+    shape = _reshape_target(cx.type(a["self"]).shape, node.args[1])
+    if shape is None:
+        return None
     return cx.emit("reshape", [cx.v(a["self"])], shape=shape)
 
 
-def _reshape_to_result(cx, node, a):
-    # squeeze/unsqueeze(x, ...) => reshape{shape of the result}
-    shape = list(cx.out_type().shape)
-    if 0 in shape:
-        return None
-    return cx.emit("reshape", [cx.v(node.args[0])], shape=shape)
+def _squeeze(cx, node, a):
+    # squeeze(x), squeeze(x, dim | dims) => squeeze{axes: those of size 1}, or x if none
+    t = cx.type(node.args[0])
+    dims = node.args[1] if len(node.args) > 1 else range(t.rank)
+    dims = [dims] if isinstance(dims, int) else dims
+    axes = sorted({_axis(int(d), t.rank) for d in dims} if t.rank else set())
+    axes = [d for d in axes if t.shape[d] == 1]  # torch skips a dim that is not 1
+    return cx.emit("squeeze", [cx.v(node.args[0])], axes=axes) if axes else cx.v(node.args[0])
+
+
+def _unsqueeze(cx, node, a):
+    # unsqueeze(x, dim) => unsqueeze{axes=[dim]}
+    return cx.emit("unsqueeze", [cx.v(a["self"])], axes=[_axis(int(a["dim"]), cx.type(a["self"]).rank + 1)])
 
 
 def _flatten(cx, node, a):
-    # flatten(x, start, end) => flatten{start_dim, end_dim}
+    # flatten(x, start, end) => flatten{start_dim, end_dim}; a 0-d x => reshape{[1]}
     rank = cx.type(a["self"]).rank
     if rank == 0:
-        return _reshape_to_result(cx, node, a)
+        return cx.emit("reshape", [cx.v(a["self"])], shape=[1])
     return cx.emit("flatten", [cx.v(a["self"])], start_dim=_axis(a["start_dim"], rank),
                    end_dim=_axis(a["end_dim"], rank))
 
@@ -279,8 +302,11 @@ def _transpose(cx, node, a):
 
 
 def _expand(cx, node, a):
-    # expand(x, size) => expand{shape}
-    return cx.emit("expand", [cx.v(a["self"])], shape=[int(s) for s in a["size"]])
+    # expand(x, size) => expand{shape} with -1 wherever x's dim is kept
+    src = cx.type(a["self"]).shape
+    lead = len(a["size"]) - len(src)
+    shape = [-1 if i >= lead and int(s) == src[i - lead] else int(s) for i, s in enumerate(a["size"])]
+    return cx.emit("expand", [cx.v(a["self"])], shape=shape)
 
 
 def _slice(cx, node, a):
@@ -373,8 +399,8 @@ RULES: dict[Any, Rule] = {
     aten.unbind.int: _unbind,
     aten.view.default: _view, aten.reshape.default: _view, aten._unsafe_view.default: _view,
     aten.flatten.using_ints: _flatten,
-    aten.unsqueeze.default: _reshape_to_result, aten.squeeze.default: _reshape_to_result,
-    aten.squeeze.dim: _reshape_to_result, aten.squeeze.dims: _reshape_to_result,
+    aten.unsqueeze.default: _unsqueeze, aten.squeeze.default: _squeeze,
+    aten.squeeze.dim: _squeeze, aten.squeeze.dims: _squeeze,
     aten.permute.default: _permute,
     aten.transpose.int: _transpose, aten.swapaxes.default: _transpose, aten.t.default: _transpose,
     aten.numpy_T.default: _transpose,

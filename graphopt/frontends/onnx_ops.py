@@ -17,8 +17,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from graphopt.frontends.onnx_context import INT64_MAX, InvalidNode, NodeContext, Unmappable, dtype_name
-from graphopt.ir.types import Dim
-
 
 Rule = Callable[[NodeContext], bool]
 
@@ -52,22 +50,6 @@ def _window_pads(cx: NodeContext, kernel: Sequence[int], strides: Sequence[int],
         begins.append(small if auto == "SAME_UPPER" else total - small)
         ends.append(total - begins[-1])
     return begins + ends
-
-
-def _reshape_target(in_shape: Sequence[Dim], out_shape: Sequence[Dim]) -> list[int] | None:
-    """A constant Reshape target (ONNX 0/-1 semantics) producing `out_shape`, or None."""
-    target, free = [], 0
-    for i, d in enumerate(out_shape):
-        if isinstance(d, int):
-            if d == 0:
-                return None  # 0 would mean "copy the input dim"
-            target.append(d)
-        elif i < len(in_shape) and in_shape[i] == d:
-            target.append(0)
-        else:
-            target.append(-1)
-            free += 1
-    return target if free <= 1 else None
 
 
 def _axes(cx: NodeContext, index: int, attr: str = "axes") -> list[int] | None:
@@ -308,36 +290,27 @@ def transpose(cx: NodeContext) -> bool:
     return True
 
 
-def _as_reshape(cx: NodeContext, out_shape: Sequence[Dim]) -> bool:
-    target = _reshape_target(cx.type(0).shape, out_shape)
-    if target is None:
-        return False
-    cx.emit("reshape", cx.ins[:1], {"shape": target}, final=True)
-    return True
-
-
 def unsqueeze(cx: NodeContext) -> bool:
     t, axes = cx.type(0), _axes(cx, 1)
     if t is None or axes is None:
         return False
     r = t.rank + len(axes)
-    axes = sorted(a % r for a in axes)
-    dims = list(t.shape)
-    for a in axes:
-        dims.insert(a, 1)
-    return _as_reshape(cx, dims)
+    cx.emit("unsqueeze", cx.ins[:1], {"axes": sorted(a % r for a in axes)}, final=True)
+    return True
 
 
 def squeeze(cx: NodeContext) -> bool:
     t, axes = cx.type(0), _axes(cx, 1)
     if t is None:
         return False
-    if axes is None:
+    if axes is None:  # every size-1 dim, which needs them all known
         if not t.is_static:
             return False
         axes = [i for i, d in enumerate(t.shape) if d == 1]
-    axes = {a % t.rank for a in axes}
-    return _as_reshape(cx, [d for i, d in enumerate(t.shape) if i not in axes])
+    if any(not -t.rank <= a < t.rank for a in axes):
+        raise Unmappable(f"squeeze axes {axes} out of range for rank {t.rank}")
+    cx.emit("squeeze", cx.ins[:1], {"axes": sorted({a % t.rank for a in axes})}, final=True)
+    return True
 
 
 def _pool_attrs(cx: NodeContext) -> dict[str, Any] | None:
@@ -570,8 +543,8 @@ RULES: dict[str, Rule] = {
     "Reshape": reshape,                              # constant shape
     "Flatten": flatten,                              # always 2-D, as ONNX defines it
     "Transpose": transpose,
-    "Unsqueeze": unsqueeze,                          # => reshape
-    "Squeeze": squeeze,                              # => reshape
+    "Unsqueeze": unsqueeze,                          # constant axes
+    "Squeeze": squeeze,                              # constant axes, or every size-1 dim
     "MaxPool": max_pool,                             # without the indices output
     "AveragePool": avg_pool,
     "GlobalAveragePool": global_pool("adaptive_avg_pool"),  # => output_size 1x..x1

@@ -213,6 +213,34 @@ def flatten(x, *, start_dim, end_dim):
     return torch.flatten(x, start_dim, end_dim)
 
 
+def _axes(axes, rank: int, op: str) -> list[int]:
+    """`axes` as sorted non-negative indices into a tensor of `rank` dims; raises if out of range or repeated."""
+    out = []
+    for a in axes:
+        if not -rank <= a < rank:
+            raise ValueError(f"{op} axis {a} is out of range for rank {rank}")
+        out.append(a % rank)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op} axes {list(axes)} name an axis twice")
+    return sorted(out)
+
+
+def squeeze(x, *, axes):
+    # ONNX semantics: each axis must have size 1 (torch would skip it silently); [] squeezes nothing.
+    dims = _axes(axes, x.dim(), "squeeze")
+    sizes = [x.shape[d] for d in dims]
+    if any(s != 1 for s in sizes):
+        raise ValueError(f"squeeze axes {dims} have sizes {sizes}; each must be 1")
+    return torch.squeeze(x, tuple(dims)) if dims else x
+
+
+def unsqueeze(x, *, axes):
+    # ONNX semantics: axes index the result, so new dims land exactly there.
+    for d in _axes(axes, x.dim() + len(axes), "unsqueeze"):
+        x = x.unsqueeze(d)
+    return x
+
+
 def permute(x, *, perm):
     return x.permute(*perm)
 
@@ -334,6 +362,9 @@ _define("split", ["x"], split, dict(axis=REQUIRED, sizes=REQUIRED),
         num_outputs=lambda a: len(a["sizes"]), doc="Split into pieces of the given sizes.")
 _define("reshape", ["x"], reshape, dict(shape=REQUIRED), doc="Reshape; 0 copies a dim, -1 infers.")
 _define("flatten", ["x"], flatten, dict(start_dim=1, end_dim=-1), doc="Flatten dims start..end.")
+_define("squeeze", ["x"], squeeze, dict(axes=REQUIRED), doc="Drop the listed size-1 axes.")
+_define("unsqueeze", ["x"], unsqueeze, dict(axes=REQUIRED),
+        doc="Insert size-1 axes at the listed positions of the result.")
 _define("permute", ["x"], permute, dict(perm=REQUIRED), doc="Permute dims (transpose).")
 _define("expand", ["x"], expand, dict(shape=REQUIRED), doc="Broadcast to shape (-1 keeps a dim).")
 _define("slice", ["x"], slice_, dict(axis=REQUIRED, start=REQUIRED, end=REQUIRED, step=1),

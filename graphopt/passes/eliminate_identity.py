@@ -1,7 +1,7 @@
 """eliminate-identity: remove ops that return their input, and collapse reshape/permute chains.
 
 A shape op whose output type equals its input type (same shape and dtype)
-returns its input unchanged: reshape, flatten, expand, cast, and slice with a
+returns its input unchanged: reshape, flatten, (un)squeeze, expand, cast, and slice with a
 positive step (n of n indices, in order, is all of them). Rules that would
 make a graph output a graph input or a duplicate output are not applied.
 """
@@ -64,7 +64,7 @@ def compose_permutes(graph: Graph, node: Node) -> str | None:
 
 def collapse_reshapes(graph: Graph, node: Node) -> str | None:
     inner = graph.producer(node.inputs[0])
-    if inner is None or inner.op not in ("reshape", "flatten"):
+    if inner is None or inner.op not in ("reshape", "flatten", "squeeze", "unsqueeze"):
         return None
     shape = node.attrs.get("shape")
     if node.op != "reshape" or 0 in shape:  # flatten / 0 ("copy this dim") depend on the inner shape
@@ -78,10 +78,11 @@ def collapse_reshapes(graph: Graph, node: Node) -> str | None:
 
 RULES = [
     Rule(("dropout", "identity"), drop_always),  # dropout(x) => x ; identity(x) => x
-    Rule(("reshape", "flatten", "expand", "cast", "slice"), drop_same_type),  # op(x: T) -> T => x
+    Rule(("reshape", "flatten", "squeeze", "unsqueeze", "expand", "cast", "slice"),
+         drop_same_type),  # op(x: T) -> T => x
     Rule("permute", drop_identity_perm),  # permute(x, [0, 1, .., n-1]) => x
     Rule("permute", compose_permutes),  # permute(permute(x, p), q) => x if p[q] = id else permute(x, p[q])
-    Rule(("reshape", "flatten"), collapse_reshapes),  # reshape(reshape|flatten(x, s1), s2) => reshape(x, s2)
+    Rule(("reshape", "flatten"), collapse_reshapes),  # reshape(reshape|flatten|(un)squeeze(x), s) => reshape(x, s)
 ]
 
 

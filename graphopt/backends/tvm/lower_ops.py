@@ -285,6 +285,18 @@ def flatten(cx, x, *, start_dim, end_dim):
     return R.reshape(x, s[:lo] + [int(np.prod(s[lo:hi + 1], dtype=np.int64))] + s[hi + 1:])
 
 
+def squeeze(cx, x, *, axes):
+    # no axes squeezes nothing (Relax would squeeze every size-1 dim).
+    rank = len(shape_of(x))
+    return R.squeeze(x, [a % rank for a in axes]) if axes else x
+
+
+def unsqueeze(cx, x, *, axes):
+    # expand_dims, like ours, counts axes in the result.
+    rank = len(shape_of(x)) + len(axes)
+    return R.expand_dims(x, [a % rank for a in axes]) if axes else x
+
+
 def permute(cx, x, *, perm):
     return R.permute_dims(x, list(perm))
 
@@ -430,6 +442,8 @@ RULES: dict[str, RuleFn] = {
     "split": split,                        # split at running sums of sizes, then tuple items
     "reshape": reshape,                    # reshape with 0 resolved statically
     "flatten": flatten,                    # reshape to the flattened static shape
+    "squeeze": squeeze,                    # squeeze on the listed axes
+    "unsqueeze": unsqueeze,                # expand_dims
     "permute": permute,                    # permute_dims
     "expand": expand,                      # broadcast_to with -1 resolved statically
     "slice": slice_,                       # strided_slice with clamped static bounds
