@@ -9,7 +9,9 @@ list for multi-output ops where `None` marks an output it cannot represent), or
 their functional rule when the importer has checked the mutation is unobservable.
 
 Axes are normalized to non-negative indices; spatial padding becomes ONNX-style
-`pads` (all begins, then all ends).
+`pads` (all begins, then all ends). Shape ops name axes rather than sizes where
+they can (squeeze/unsqueeze axes, reshape 0/-1, expand -1), so a channel count
+changed upstream leaves them valid.
 """
 
 from __future__ import annotations
