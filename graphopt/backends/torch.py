@@ -9,7 +9,7 @@ import torch
 
 
 def to_tensor(x) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.require(x, requirements="C"))
 
 
 def flatten_outputs(out) -> list[torch.Tensor]:

@@ -95,7 +95,7 @@ def _choose_opset(graph: Graph, opset: int | None) -> int:
 
 def _initializer(name: str, p) -> onnx.TensorProto:
     # `data` is the effective tensor: masked entries are already zero.
-    return numpy_helper.from_array(np.ascontiguousarray(p.data), name)  # keeps 0-d shapes
+    return numpy_helper.from_array(np.require(p.data, requirements="C"), name)  # keeps 0-d shapes
 
 
 def _value_info(graph: Graph, name: str) -> onnx.ValueInfoProto:

@@ -97,7 +97,7 @@ def is_float(name: str) -> bool:
 def to_torch_tensor(array: np.ndarray) -> torch.Tensor:
     """A torch tensor (a copy) of a numpy array of any IR dtype; int4/uint4 widen to int8/uint8."""
     name = dtype_from_numpy(array.dtype)
-    array = np.ascontiguousarray(array)
+    array = np.require(array, requirements="C")  # ascontiguousarray would make 0-d arrays 1-d
     if name in ("int4", "uint4"):
         return torch.from_numpy(array.astype(np.int8 if name == "int4" else np.uint8))
     if name in _ML_DTYPES:  # same bits, reinterpreted: bfloat16 and float8
