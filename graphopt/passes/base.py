@@ -74,9 +74,10 @@ class Tolerance:
                 with np.errstate(invalid="ignore"):  # inf - inf
                     err = np.where(close, 0.0, np.nan_to_num(np.abs(b64 - a64), nan=np.inf))
                 at = np.unravel_index(err.argmax(), err.shape)
-                found.append(f"output {i}: {int((~close).sum())} of {close.size} values differ; max abs "
-                             f"error {err.max():.3g} at index {tuple(int(j) for j in at)} ({a64[at]:g} became "
-                             f"{b64[at]:g}) exceeds atol={self.atol:g} rtol={self.rtol:g}")
+                found.append(f"output {i}: max abs error {err.max():.3g} at index "
+                             f"{tuple(int(j) for j in at)} ({a64[at]:g} became {b64[at]:g}) exceeds "
+                             f"atol={self.atol:g} rtol={self.rtol:g}; {int((~close).sum())} of "
+                             f"{close.size} values differ")
             if self.min_sqnr_db is not None:
                 sqnr = sqnr_db(a64, b64)
                 if sqnr < self.min_sqnr_db:
