@@ -24,7 +24,7 @@ def consts_graph() -> Graph:
     s = g.add_node("mul", [g.add_param("a", f32(3, seed=1), trainable=False),
                            g.add_param("b", f32(3, seed=2), trainable=False)], name="s")
     y = g.add_node("mul", [m.output, s.output], name="y")
-    z = g.add_node("add", [y.output, g.add_param("zero", np.zeros((1, 3), np.float32))], name="z")
+    z = g.add_node("add", [y.output, g.add_param("zero", np.full((1, 3), -0.0, np.float32))], name="z")  # x + -0.0
     w = g.add_node("add", [z.output, g.add_param("wide", np.zeros((4, 2, 3), np.float32))], name="w")
     g.set_outputs([w.output])
     return g
