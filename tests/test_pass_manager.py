@@ -258,3 +258,19 @@ def test_raising_pass_is_wrapped_naming_it():
 def test_pass_returning_a_graph_instead_of_a_result():
     with pytest.raises(PassError, match="pass 'test-not-a-result' returned Graph, not a PassResult"):
         run("test-not-a-result")
+
+
+def test_model_that_cannot_run_on_check_inputs_is_one_clear_error():
+    import torch
+
+    import graphopt
+
+    class DivByZero(torch.nn.Module):
+        def forward(self, a, b):
+            return a // (b * 0)
+
+    ints = (torch.tensor([7, 8]), torch.tensor([1, 2]))
+    graph = graphopt.trace(DivByZero(), ints)
+    with pytest.raises(PassError, match=r"numerical verifier could not run the model before pass "
+                                        r"'test-add-identity' on input set 0 \(RuntimeError: ZeroDivisionError"):
+        Pipeline.parse("test-add-identity").run(graph, PassContext(instruments=[NumericalVerifier()]))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from graphopt.analysis.inputs import sample_inputs
-from graphopt.errors import NumericalMismatchError
+from graphopt.errors import GraphoptError, NumericalMismatchError, PassError
 from graphopt.fileio import atomic_write_text
 
 if TYPE_CHECKING:
@@ -112,19 +112,33 @@ class NumericalVerifier(Instrument):
             self._inputs = [sample_inputs(graph, ctx.seed + i) for i in range(self.num_samples)]
 
     def before_pass(self, pass_, graph, ctx):
-        self._reference = [graph.run(x) for x in self._inputs]
+        self._reference = [_run_for(graph, x, k, f"before pass '{pass_}'", ctx)
+                           for k, x in enumerate(self._inputs)]
 
     def after_pass(self, pass_, graph, result, ctx):
         if not result.changed:
             return
         tol = pass_.tolerance()
         for k, (x, ref) in enumerate(zip(self._inputs, self._reference)):
-            problems = tol.violations(ref, graph.run(x))
+            problems = tol.violations(ref, _run_for(graph, x, k, f"after pass '{pass_}'", ctx))
             if problems:
                 raise NumericalMismatchError(
                     f"pass '{pass_}' changed the model's outputs beyond its tolerance "
                     f"({tol.describe()}) on input set {k}: {'; '.join(problems)}; {ctx.predecessors()}")
         self.checked.append(str(pass_))
+
+
+def _run_for(graph: "Graph", inputs, k: int, when: str, ctx: "PassContext") -> list[np.ndarray]:
+    """graph.run for the verifier: a model that cannot run on its check inputs is one clear error."""
+    try:
+        return graph.run(inputs)
+    except GraphoptError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise PassError(f"the numerical verifier could not run the model {when} on input set {k} "
+                        f"({type(e).__name__}: {first}); give check inputs from the model's domain "
+                        f"(PassContext(inputs=...)) or turn the verifier off; {ctx.predecessors()}") from e
 
 
 def default_instruments(*, verify: bool = True, dump_dir: str | Path | None = None) -> list[Instrument]:
