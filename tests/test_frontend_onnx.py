@@ -319,6 +319,17 @@ def test_int_div_and_missing_inputs_stay_opaque():
     assert {n.attrs.get("op_type") for n in graph.nodes if n.is_opaque} == {"Div", "Resize"}
 
 
+@pytest.mark.parametrize("op,axes,reason", [
+    ("Unsqueeze", [3], "out of range"),      # result rank 3: 3 must not wrap to 0
+    ("Unsqueeze", [0, -4], "twice"),         # result rank 4: -4 is 0
+    ("Squeeze", [1, -1], "twice"),
+])
+def test_invalid_squeeze_axes_stay_opaque(op, axes, reason):
+    graph = load_onnx(make([node(op, ["z", "ax"])], {"z": (F32, [2, 1])}, ["y"], {"ax": np.array(axes)}))
+    (n,) = graph.nodes
+    assert n.is_opaque and n.attrs["op_type"] == op and reason in n.meta["unmapped"]
+
+
 def test_contrib_domain_op_gets_types_from_onnxruntime():
     model = make([node("Relu", ["x"], ["r"]), helper.make_node("Gelu", ["r"], ["g"], domain="com.microsoft"),
                   node("Neg", ["g"])], X3, ["y"], domains=[("com.microsoft", 1)])

@@ -88,3 +88,25 @@ def test_bad_axes_name_the_node(op, axes, message):
     x = g.add_input("x", TensorType((2, 1, 3)))
     with pytest.raises(VerificationError, match=message):
         g.add_node(op, [x], attrs={"axes": axes}, name="bad")
+
+
+def test_linear_unsqueeze_squeeze_reshape_follow_pruned_out_channels():
+    g = Graph("linear_shape_ops")
+    x = g.add_input("x", TensorType((2, 3, 4)))
+    w = g.add_param("w", RNG.standard_normal((6, 4)).astype(np.float32))
+    y = g.add_node("linear", [x, w], name="fc").output
+    u = g.add_node("unsqueeze", [y], attrs={"axes": [-1]}, name="unsq").output
+    s = g.add_node("squeeze", [u], attrs={"axes": [3]}, name="sq").output
+    g.set_outputs([g.add_node("reshape", [s], attrs={"shape": [0, -1]}, name="flat").output])
+    g.verify()
+    weight = torch.from_numpy(np.array(g.params["w"].data))
+    keep = [1, 2, 5]
+    g.slice_param("w", 0, keep)
+    g.infer_types(from_values=["w"])
+    g.verify()
+    assert [g.type_of(v).shape for v in ("fc", "unsq", "sq", "flat")] == [(2, 3, 3), (2, 3, 3, 1), (2, 3, 3), (2, 9)]
+    assert [dict(g.node(n).attrs) for n in ("unsq", "sq", "flat")] == \
+        [{"axes": [-1]}, {"axes": [3]}, {"shape": [0, -1]}]  # no attribute rewritten
+    xs = torch.randn(2, 3, 4)
+    (got,) = g.run([xs.numpy()])
+    np.testing.assert_allclose(got, F.linear(xs, weight[keep]).reshape(2, -1).numpy(), rtol=1e-5, atol=1e-5)

@@ -290,12 +290,20 @@ def transpose(cx: NodeContext) -> bool:
     return True
 
 
+def _distinct_axes(op: str, axes: Sequence[int], rank: int) -> list[int]:
+    """(Un)squeeze axes as sorted indices; out of range or repeated (ONNX: invalid) stays opaque."""
+    if any(not -rank <= a < rank for a in axes):
+        raise Unmappable(f"{op} axes {list(axes)} out of range for rank {rank}")
+    if len({a % rank for a in axes}) != len(axes):
+        raise Unmappable(f"{op} axes {list(axes)} name an axis twice")
+    return sorted(a % rank for a in axes)
+
+
 def unsqueeze(cx: NodeContext) -> bool:
     t, axes = cx.type(0), _axes(cx, 1)
     if t is None or axes is None:
         return False
-    r = t.rank + len(axes)
-    cx.emit("unsqueeze", cx.ins[:1], {"axes": sorted(a % r for a in axes)}, final=True)
+    cx.emit("unsqueeze", cx.ins[:1], {"axes": _distinct_axes("unsqueeze", axes, t.rank + len(axes))}, final=True)
     return True
 
 
@@ -307,9 +315,7 @@ def squeeze(cx: NodeContext) -> bool:
         if not t.is_static:
             return False
         axes = [i for i, d in enumerate(t.shape) if d == 1]
-    if any(not -t.rank <= a < t.rank for a in axes):
-        raise Unmappable(f"squeeze axes {axes} out of range for rank {t.rank}")
-    cx.emit("squeeze", cx.ins[:1], {"axes": sorted({a % t.rank for a in axes})}, final=True)
+    cx.emit("squeeze", cx.ins[:1], {"axes": _distinct_axes("squeeze", axes, t.rank)}, final=True)
     return True
 
 
