@@ -279,6 +279,21 @@ def test_view_copies_only_a_matching_prefix(size, want):
     assert graph.nodes[0].op == "reshape" and list(graph.nodes[0].attrs["shape"]) == want
 
 
+@pytest.mark.parametrize("squeeze,axes", [
+    (lambda x: x.squeeze(), [1, 3]),              # every size-1 dim at export
+    (lambda x: x.squeeze((1, 3)), [1, 3]),
+    (lambda x: torch.squeeze(x, dim=-1), [3]),
+    (lambda x: x.squeeze((0, 1)), [1]),           # torch skips dim 0 (size 2)
+])
+def test_squeeze_forms_keep_axes(squeeze, axes):
+    class Squeeze(nn.Module):
+        def forward(self, x):
+            return squeeze(x)
+
+    graph = roundtrip(Squeeze().eval(), (torch.randn(2, 1, 3, 1),))
+    assert [(n.op, list(n.attrs["axes"])) for n in graph.nodes] == [("squeeze", axes)]
+
+
 def test_unmapped_ops_become_opaque():
     model, inputs = CASES["opaque"]()
     graph = roundtrip(model, inputs)

@@ -260,12 +260,11 @@ def _view(cx, node, a):
 
 def _squeeze(cx, node, a):
     # squeeze(x), squeeze(x, dim | dims) => squeeze{axes: those of size 1}, or x if none
-    t = cx.type(node.args[0])
-    dims = node.args[1] if len(node.args) > 1 else range(t.rank)
-    dims = [dims] if isinstance(dims, int) else dims
+    t, dims = cx.type(a["self"]), a.get("dim")
+    dims = range(t.rank) if dims is None else [dims] if isinstance(dims, int) else dims
     axes = sorted({_axis(int(d), t.rank) for d in dims} if t.rank else set())
     axes = [d for d in axes if t.shape[d] == 1]  # torch skips a dim that is not 1
-    return cx.emit("squeeze", [cx.v(node.args[0])], axes=axes) if axes else cx.v(node.args[0])
+    return cx.emit("squeeze", [cx.v(a["self"])], axes=axes) if axes else cx.v(a["self"])
 
 
 def _unsqueeze(cx, node, a):
