@@ -2,9 +2,10 @@
 
 ``build`` runs four stages, each a plain function that can be replaced:
 
-1. ``legalize``: Relax operators -> fused TIR kernels (inference
-   decompositions, library dispatch, LegalizeOps, FuseOps, FuseTIR). Tuning
-   extracts its tasks from this form, so tuned records match the build.
+1. ``legalize``: graphopt's Relax passes (``relax_passes``), then Relax
+   operators -> fused TIR kernels (inference decompositions, library
+   dispatch, LegalizeOps, FuseOps, FuseTIR). Tuning extracts its tasks from
+   this form, so tuned records match the build.
 2. ``apply_database``: kernels with a tuning record get the tuned schedule
    (MetaSchedule's ``MetaScheduleApplyDatabase``; marks them scheduled).
 3. ``apply_default_schedules``: every kernel still unscheduled gets a
@@ -40,6 +41,7 @@ from tvm.target import Target
 
 from graphopt.errors import BackendError
 
+from .relax_passes import graphopt_relax_passes
 from .targets import TargetSpec, resolve_target, target_is_gpu
 
 __all__ = [
@@ -64,9 +66,10 @@ class UnscheduledKernelError(BackendError, RuntimeError):
 
 
 def legalize(mod: IRModule, target: TargetSpec) -> IRModule:
-    """Lower Relax operators to fused TIR kernels (no schedules yet)."""
+    """Run graphopt's Relax passes, then lower to fused TIR kernels (no schedules yet)."""
     target = resolve_target(target)
     passes = [
+        *graphopt_relax_passes(target),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         *relax.pipeline.library_dispatch_passes(target),
