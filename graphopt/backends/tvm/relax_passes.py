@@ -23,9 +23,9 @@ Passes:
   of at most 16 bits), and every scale is finite with ``|s| >= 2**-126``
   (normal: no NaN, inf, zero or subnormal). Then ``n * s`` neither overflows
   (checked: ``max|n| * max|s| < 2**127``) nor underflows, so
-  ``fl(fl(n * s) / s) = n (1 + d1)(1 + d2)`` with ``|di| <= 2**-24``: an error
-  below ``|n| * 2**-22.9 < 0.5`` for ``|n| < 2**22``, so ``round`` returns ``n``
-  exactly, ``n + z = q`` lies in q's range and the clip and cast are identities.
+  ``fl(fl(n * s) / s) = n (1 + d1)(1 + d2)`` with ``|di| <= u = 2**-24``: an
+  error of at most ``|n| (2u + u**2) < 0.5`` for ``|n| < 2**22``, so ``round``
+  returns ``n`` exactly, ``n + z = q`` lies in q's range and the clip and cast are identities.
   The float intermediate is removed, not changed: no NaN, inf or signed zero
   reaches the result either way.
 """
