@@ -194,6 +194,36 @@ def test_deeply_nested_tuning_line_follows_the_bad_line_policy(tmp_path):
     assert workloads.read_text() == ""
 
 
+def test_tuning_line_with_a_huge_integer_is_a_corrupt_line(tmp_path):
+    stamp(tmp_path)
+    workloads = tmp_path / tuning.WORKLOAD_FILE
+    workloads.write_text("1" * 5000 + "\n" + '["h", {}]\n')  # json.loads raises ValueError, not JSONDecodeError
+    with pytest.raises(tuning.TuningDatabaseError,
+                       match=f"corrupt tuning database {workloads}, line 1: unreadable JSON .*4300 digits"):
+        tuning.load_database(tmp_path, "x86")
+
+
+def test_tuning_metadata_that_is_a_directory_is_corrupt(tmp_path):
+    path = tmp_path / tuning.METADATA_FILE
+    path.mkdir()
+    with pytest.raises(tuning.TuningDatabaseError, match=f"corrupt tuning database: {path} is not a regular file"):
+        tuning.load_database(tmp_path, "x86")
+
+
+def test_tuning_table_that_is_a_fifo_is_refused_not_read(tmp_path):
+    stamp(tmp_path)
+    fifo = tmp_path / tuning.WORKLOAD_FILE
+    os.mkfifo(fifo)
+    # In a child: reading the FIFO blocks in TVM's loader with the GIL held, so a regression hangs.
+    load = ("import sys\nfrom graphopt.backends.tvm import tuning\n"
+            "try:\n    tuning.load_database(sys.argv[1], 'x86')\n"
+            "except tuning.TuningDatabaseError as err:\n    print(err)\n")
+    child = subprocess.run([sys.executable, "-c", load, str(tmp_path)], capture_output=True, text=True,
+                           timeout=60)
+    assert f"{fifo} is not a regular file" in child.stdout, child.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
 # ---- item 8: options accepted silently ------------------------------------------------
 
 def test_unknown_mcpu_is_refused_and_known_ones_pass():

@@ -33,6 +33,7 @@ import functools
 import json
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -132,8 +133,22 @@ def _line_problem(line: str, check: Callable[[object], str | None]) -> str | Non
         return check(json.loads(line))
     except json.JSONDecodeError as err:
         return f"not valid JSON ({err})"
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        return f"unreadable JSON ({err})"
     except RecursionError:
         return "JSON nested too deeply to read"
+
+
+def _regular_file(path: Path) -> bool:
+    """Whether `path` exists; anything but a regular file there is a corrupt database
+    (reading a FIFO would block, a directory would raise a bare OSError)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        raise TuningDatabaseError(f"corrupt tuning database: {path} is not a regular file")
+    return True
 
 
 def _check_table(path: Path, check: Callable[[object], str | None]) -> int:
@@ -143,7 +158,7 @@ def _check_table(path: Path, check: Callable[[object], str | None]) -> int:
     the file rewritten, so that TVM can load it and append after it; a bad
     line before the last raises ``TuningDatabaseError``.
     """
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    text = path.read_text(encoding="utf-8", errors="replace") if _regular_file(path) else ""
     if not text:
         return 0
     lines = text.split("\n")
@@ -200,7 +215,7 @@ def _metadata(target: Target) -> dict:
 def _check_metadata(work_dir: Path, target: Target) -> bool:
     """Check the work dir belongs to ``target``; False if it has no metadata yet."""
     path = work_dir / METADATA_FILE
-    if not path.exists():
+    if not _regular_file(path):
         if (work_dir / RECORD_FILE).exists() and (work_dir / RECORD_FILE).stat().st_size:
             raise TuningDatabaseError(
                 f"{work_dir} holds tuning records but no {METADATA_FILE}: not a graphopt "
