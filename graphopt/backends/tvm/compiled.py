@@ -52,7 +52,7 @@ from graphopt.backends.tvm.lower import lower_to_relax
 from graphopt.backends.tvm.schedule import build
 from graphopt.backends.tvm.targets import resolve_target, target_is_cross
 from graphopt.errors import BackendError
-from graphopt.fileio import atomic_output, atomic_write_text
+from graphopt.fileio import atomic_output, atomic_write_text, check_output_path
 from graphopt.ir.graph import Graph
 
 FORMAT_VERSION = 1
@@ -244,6 +244,7 @@ class CompiledModel:
         if path.suffix not in LIBRARY_SUFFIXES:
             raise BackendError(f"cannot save to '{path}': use a .so (loadable shared library) "
                                f"or .tar (object files) path")
+        check_output_path(metadata_path(path))  # both targets usable before either is written
         with atomic_output(path) as tmp:
             self._export(tmp)
         atomic_write_text(metadata_path(path), json.dumps(self.metadata(), indent=2) + "\n")
