@@ -41,8 +41,7 @@ def _time_calls(fn, *, min_runs: int, max_runs: int, budget_s: float) -> list[fl
     return times
 
 
-def worker(model_name: str, batch: int, contender: str, db: str | None, trials: int,
-           budget_s: float) -> dict:
+def worker(model_name: str, batch: int, contender: str, db: str | None, trials: int, budget_s: float) -> dict:
     import numpy as np
     import torch
 
@@ -55,6 +54,7 @@ def worker(model_name: str, batch: int, contender: str, db: str | None, trials: 
     result: dict = {"compile_s": None, "tune_s": None}
     t0 = time.perf_counter()
     if contender == "torch":
+
         def call():
             with torch.no_grad():
                 return model(*inputs).numpy()
@@ -62,6 +62,7 @@ def worker(model_name: str, batch: int, contender: str, db: str | None, trials: 
         import io
 
         import onnxruntime as ort
+
         buf = io.BytesIO()
         torch.onnx.export(model, inputs, buf, dynamo=False, opset_version=17)
         sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
@@ -72,10 +73,10 @@ def worker(model_name: str, batch: int, contender: str, db: str | None, trials: 
             return sess.run(None, feeds)[0]
     else:
         import graphopt.api as api
-        from graphopt.backends.tvm.tuning import load_database, tune
-        from graphopt.backends.tvm.targets import resolve_target
-        from graphopt.backends.tvm.lower import lower_to_relax
         from graphopt.backends.tvm.compiled import compile_graph
+        from graphopt.backends.tvm.lower import lower_to_relax
+        from graphopt.backends.tvm.targets import resolve_target
+        from graphopt.backends.tvm.tuning import load_database, tune
 
         target = resolve_target("x86")
         graph, pipe = api.run_pipeline_on(api.import_model(model, inputs), None, verify=False)
@@ -97,21 +98,35 @@ def worker(model_name: str, batch: int, contender: str, db: str | None, trials: 
 
         def call():
             return compiled(*arrays)
+
     out = np.asarray(call())
     result["max_abs_err"] = float(np.abs(out - reference).max())
     times = _time_calls(call, min_runs=3, max_runs=200, budget_s=budget_s)
-    result.update(median_ms=statistics.median(times), runs=len(times),
-                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result.update(
+        median_ms=statistics.median(times),
+        runs=len(times),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
     return result
 
 
 def _run_worker(args, model: str, batch: int, contender: str) -> dict:
-    cmd = [sys.executable, __file__, "--worker", model, str(batch), contender,
-           "--budget", str(args.budget), "--tune-trials", str(args.tune_trials)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        model,
+        str(batch),
+        contender,
+        "--budget",
+        str(args.budget),
+        "--tune-trials",
+        str(args.tune_trials),
+    ]
     if args.db:
         cmd += ["--db", args.db]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         return {"error": tail[0][:120]}
@@ -141,9 +156,14 @@ def main(argv=None) -> int:
     unknown = set(contenders) - set(CONTENDERS)
     if unknown:
         p.error(f"unknown contenders {sorted(unknown)}; valid: {', '.join(CONTENDERS)}")
-    print(f"# {os.uname().machine}, {os.cpu_count()} cores; median of timed runs "
-          f"(budget {args.budget:g} s each); ratio = latency / onnxruntime latency", flush=True)
-    header = "| model | batch | contender | median ms | x onnxruntime | compile s | tune s | peak RSS MB | max abs err |"
+    print(
+        f"# {os.uname().machine}, {os.cpu_count()} cores; median of timed runs "
+        f"(budget {args.budget:g} s each); ratio = latency / onnxruntime latency",
+        flush=True,
+    )
+    header = (
+        "| model | batch | contender | median ms | x onnxruntime | compile s | tune s | peak RSS MB | max abs err |"
+    )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for model in args.models.split(","):
@@ -155,9 +175,12 @@ def main(argv=None) -> int:
                     print(f"| {model} | {batch} | {c} | {r.get('error') or r.get('skipped')} | | | | | |")
                     continue
                 ratio = r["median_ms"] / base if base else None
-                print(f"| {model} | {batch} | {c} | {r['median_ms']:.2f} | {_fmt(ratio, '.2f')} | "
-                      f"{_fmt(r['compile_s'], '.1f')} | {_fmt(r['tune_s'], '.0f')} | "
-                      f"{r['peak_rss_mb']:.0f} | {r['max_abs_err']:.1e} |", flush=True)
+                print(
+                    f"| {model} | {batch} | {c} | {r['median_ms']:.2f} | {_fmt(ratio, '.2f')} | "
+                    f"{_fmt(r['compile_s'], '.1f')} | {_fmt(r['tune_s'], '.0f')} | "
+                    f"{r['peak_rss_mb']:.0f} | {r['max_abs_err']:.1e} |",
+                    flush=True,
+                )
     return 0
 
 

@@ -68,8 +68,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for n in sizes:
         t = measure(n)
-        print(f"| {n} | {t['build']:.2f} | {t['insert']:.2f} | {t['order']:.3f} | {t['remove']:.2f} | "
-              f"{t['insert+remove']:.2f} | {t['insert+remove'] / n * 1e6:.0f} | {t['verify']:.2f} |", flush=True)
+        print(
+            f"| {n} | {t['build']:.2f} | {t['insert']:.2f} | {t['order']:.3f} | {t['remove']:.2f} | "
+            f"{t['insert+remove']:.2f} | {t['insert+remove'] / n * 1e6:.0f} | {t['verify']:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

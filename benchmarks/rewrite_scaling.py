@@ -48,8 +48,10 @@ def chain(n: int, ops: list[str]) -> Graph:
 def gelus(n: int) -> Graph:
     g = Graph("gelus")
     v = g.add_input("x", TensorType((1, 8)))
-    consts = [g.add_param(k, np.float32(c), trainable=False)
-              for k, c in (("sqrt2", math.sqrt(2)), ("one", 1.0), ("half", 0.5))]
+    consts = [
+        g.add_param(k, np.float32(c), trainable=False)
+        for k, c in (("sqrt2", math.sqrt(2)), ("one", 1.0), ("half", 0.5))
+    ]
     for _ in range(n // 5):
         e = g.add_node("erf", [g.add_node("div", [v, consts[0]]).output]).output
         h = g.add_node("mul", [v, g.add_node("add", [e, consts[1]]).output]).output

@@ -1,15 +1,16 @@
 """`graphopt.optimize`: import, rewrite, (tune,) lower and build a model in one call.
 
-    compiled = graphopt.optimize(model, example_inputs=(x,), target="arm",
-                                 pipeline="fold-bn,prune-channels{ratio=0.5}")
-    compiled.save("model.so")
+compiled = graphopt.optimize(model, example_inputs=(x,), target="arm",
+                             pipeline="fold-bn,prune-channels{ratio=0.5}")
+compiled.save("model.so")
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import onnx
 import torch
@@ -33,22 +34,33 @@ def import_model(model: ModelLike, example_inputs: Sequence | None = None) -> Gr
         return model
     if isinstance(model, (str, os.PathLike, onnx.ModelProto)):
         from graphopt.frontends.onnx import load_onnx
+
         return load_onnx(model)
     if isinstance(model, torch.nn.Module):
         if example_inputs is None:
             raise GraphoptError(f"tracing {type(model).__name__} needs example_inputs=(x, ...)")
         from graphopt.frontends.fx import trace
-        return trace(model, tuple(example_inputs) if isinstance(example_inputs, (list, tuple))
-                     else (example_inputs,))
-    raise GraphoptError(f"cannot import a {type(model).__name__}: pass an nn.Module, an ONNX path "
-                        f"or ModelProto, or a graphopt Graph")
+
+        return trace(model, tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,))
+    raise GraphoptError(
+        f"cannot import a {type(model).__name__}: pass an nn.Module, an ONNX path or ModelProto, or a graphopt Graph"
+    )
 
 
-def run_pipeline_on(graph: Graph, pipeline: str | Pipeline | None, *, example_inputs=None,
-                    verify: bool = True, log: Callable[[str], None] | None = None) -> tuple[Graph, Pipeline]:
+def run_pipeline_on(
+    graph: Graph,
+    pipeline: str | Pipeline | None,
+    *,
+    example_inputs=None,
+    verify: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Graph, Pipeline]:
     """Run `pipeline` (None = DEFAULT_PIPELINE, "" = none) on a copy of `graph`."""
-    pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline.parse(
-        DEFAULT_PIPELINE if pipeline is None else pipeline)
+    pipe = (
+        pipeline
+        if isinstance(pipeline, Pipeline)
+        else Pipeline.parse(DEFAULT_PIPELINE if pipeline is None else pipeline)
+    )
     inputs = None
     if example_inputs is not None:
         xs = example_inputs if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
@@ -57,9 +69,17 @@ def run_pipeline_on(graph: Graph, pipeline: str | Pipeline | None, *, example_in
     return pipe.run(graph, ctx).graph, pipe
 
 
-def optimize(model: ModelLike, example_inputs: Sequence | None = None, *, target: Any = DEFAULT_TARGET,
-             pipeline: str | Pipeline | None = None, tune: int = 0, db: str | os.PathLike | None = None,
-             verify: bool = True, log: Callable[[str], None] | None = None) -> "CompiledModel":
+def optimize(
+    model: ModelLike,
+    example_inputs: Sequence | None = None,
+    *,
+    target: Any = DEFAULT_TARGET,
+    pipeline: str | Pipeline | None = None,
+    tune: int = 0,
+    db: str | os.PathLike | None = None,
+    verify: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> "CompiledModel":
     """Compile `model` for `target` ("x86", "arm", "cuda", ... or a TVM target dict).
 
     pipeline: pass pipeline text or a Pipeline; None runs DEFAULT_PIPELINE.
@@ -74,8 +94,9 @@ def optimize(model: ModelLike, example_inputs: Sequence | None = None, *, target
     tgt = resolve_target(target)  # an unknown target fails before any work
     if tune and db is None:
         raise GraphoptError("tune=N needs db=DIR: the directory that keeps (and resumes) tuning records")
-    graph, pipe = run_pipeline_on(import_model(model, example_inputs), pipeline,
-                                  example_inputs=example_inputs, verify=verify, log=log)
+    graph, pipe = run_pipeline_on(
+        import_model(model, example_inputs), pipeline, example_inputs=example_inputs, verify=verify, log=log
+    )
     database = _database(graph, tgt, tune, db)
     return compile_graph(graph, tgt, database=database, pipeline=str(pipe))
 
@@ -85,6 +106,7 @@ def _database(graph: Graph, target, trials: int, db):
 
     if trials:
         from graphopt.backends.tvm.lower import lower_to_relax
+
         return tune(lower_to_relax(graph), target, Path(db), trials, progress=print_progress)
     if db is not None:
         return load_database(Path(db), target)
@@ -94,6 +116,7 @@ def _database(graph: Graph, target, trials: int, db):
 def load_compiled(path: str | os.PathLike) -> "CompiledModel":
     """Load a model written by `CompiledModel.save` (the library plus its .json metadata)."""
     from graphopt.backends.tvm.compiled import load_compiled as _load
+
     return _load(path)
 
 

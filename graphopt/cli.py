@@ -18,7 +18,7 @@ import importlib
 import os
 import sys
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
 
 from graphopt import __version__
 from graphopt.cli_commands import COMMANDS
@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphopt",
         description="A compiler for neural-network compression: ONNX/PyTorch model -> one IR -> "
-                    "rewrite passes -> ONNX/torch/TVM.",
-        epilog="Run 'graphopt COMMAND --help' for a command's options.")
+        "rewrite passes -> ONNX/torch/TVM.",
+        epilog="Run 'graphopt COMMAND --help' for a command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
     _add_global_options(parser, default=False)
     # The same flags are accepted after the subcommand; SUPPRESS keeps the value given before it.
@@ -42,18 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"graphopt.cli_commands.{name.replace('-', '_')}")
-        cmd = sub.add_parser(name, help=module.HELP, description=module.__doc__, parents=[common],
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.__doc__,
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(cmd)
         cmd.set_defaults(handler=module.run)
     return parser
 
 
 def _add_global_options(parser: argparse.ArgumentParser, default) -> None:
-    parser.add_argument("--traceback", action="store_true", default=default,
-                        help="on error, show the Python traceback instead of one message")
-    parser.add_argument("-q", "--quiet", action="store_true", default=default,
-                        help="no progress output on stderr")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        default=default,
+        help="on error, show the Python traceback instead of one message",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress output on stderr")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,8 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GraphoptError, OSError) as e:
         return _fail(args, _message(e))
     except Exception as e:  # a bug, not bad input: still one line unless asked
-        return _fail(args, f"internal error: {type(e).__name__}: {e} "
-                           f"(rerun with --traceback for details)")
+        return _fail(args, f"internal error: {type(e).__name__}: {e} (rerun with --traceback for details)")
 
 
 def _message(e: BaseException) -> str:

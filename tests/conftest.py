@@ -69,8 +69,10 @@ def same_outputs():
 def _import(frontend: str, model: torch.nn.Module, inputs: tuple):
     if frontend == "fx":
         from graphopt.frontends.fx import trace
+
         return trace(model, inputs)
     from graphopt.frontends.onnx import load_onnx
+
     buf = io.BytesIO()
     # No constant folding, so batch norms and other foldable patterns reach our passes.
     with warnings.catch_warnings():
@@ -94,4 +96,5 @@ def import_model():
             _IMPORTED[key] = _import(frontend, model, inputs)
         model, inputs = get_model(name)
         return _IMPORTED[key].copy(), model, [t.numpy() for t in inputs]
+
     return load

@@ -20,8 +20,9 @@ def export_onnx(module: torch.nn.Module, x: torch.Tensor, opset: int = 17) -> on
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated
-        torch.onnx.export(module.eval(), (x,), buf, dynamo=False, opset_version=opset,
-                          input_names=["x"], output_names=["y"])
+        torch.onnx.export(
+            module.eval(), (x,), buf, dynamo=False, opset_version=opset, input_names=["x"], output_names=["y"]
+        )
     return onnx.load_from_string(buf.getvalue())
 
 

@@ -53,11 +53,14 @@ def test_cross_target_builds_but_does_not_run_here(digits):
         compiled(x.numpy())
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(target="armv9"), "unknown target 'armv9'"),
-    (dict(pipeline="fold-bm"), "did you mean 'fold-bn'"),
-    (dict(tune=4), "needs db=DIR"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(target="armv9"), "unknown target 'armv9'"),
+        (dict(pipeline="fold-bm"), "did you mean 'fold-bn'"),
+        (dict(tune=4), "needs db=DIR"),
+    ],
+)
 def test_bad_arguments_are_named(digits, kwargs, message):
     model, x, _ = digits
     with pytest.raises(GraphoptError, match=message):

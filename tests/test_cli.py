@@ -26,8 +26,13 @@ CLEANUP = "fold-bn,fold-constants,eliminate-identity,eliminate-dead-code"
 class ConvBN(nn.Module):
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.Conv2d(8, 4, 3, bias=False), nn.BatchNorm2d(4))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 4, 3, bias=False),
+            nn.BatchNorm2d(4),
+        )
 
     def forward(self, x):
         return torch.flatten(self.body(x), 1)
@@ -48,8 +53,9 @@ def bn_model(tmp_path_factory):
     # the TorchScript exporter without constant folding keeps the BatchNormalization nodes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (x,), str(path), dynamo=False, do_constant_folding=False,
-                          input_names=["x"], output_names=["y"])
+        torch.onnx.export(
+            model, (x,), str(path), dynamo=False, do_constant_folding=False, input_names=["x"], output_names=["y"]
+        )
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert ops.count("BatchNormalization") == 2
     with torch.no_grad():
@@ -70,13 +76,14 @@ def assert_one_error(err: str, *parts: str) -> str:
     """
     assert "Traceback" not in err
     assert err.count("graphopt: error:") == 1
-    message = err[err.index("graphopt: error:"):]
+    message = err[err.index("graphopt: error:") :]
     for part in parts:
         assert part in message
     return message
 
 
 # ---- passes ---------------------------------------------------------------------------
+
 
 def test_passes_lists_every_pass_with_options(capsys):
     rc, out, err = cli(capsys, "passes")
@@ -103,9 +110,14 @@ def test_passes_shows_types_and_defaults(capsys):
     finally:
         unregister_pass("test-documented")
     assert rc == 0
-    assert out.splitlines() == ["test-documented", "    Does nothing, with options.", "  options:",
-                                "    ratio: float (default 0.5)", "    mode: str (default l1)",
-                                "  tolerance: atol=1e-05 rtol=1e-05"]
+    assert out.splitlines() == [
+        "test-documented",
+        "    Does nothing, with options.",
+        "  options:",
+        "    ratio: float (default 0.5)",
+        "    mode: str (default l1)",
+        "  tolerance: atol=1e-05 rtol=1e-05",
+    ]
 
 
 def test_passes_unknown_name(capsys):
@@ -115,6 +127,7 @@ def test_passes_unknown_name(capsys):
 
 
 # ---- opt ------------------------------------------------------------------------------
+
 
 def test_opt_folds_batch_norm_and_keeps_outputs(capsys, bn_model, tmp_path):
     path, x, expected = bn_model
@@ -147,6 +160,7 @@ def test_opt_print_ir_and_no_output(capsys, bn_model):
 
 # ---- show -----------------------------------------------------------------------------
 
+
 def test_show_prints_ir_and_summary(capsys, bn_model):
     path, _, _ = bn_model
     rc, out, err = cli(capsys, "show", path)
@@ -160,14 +174,18 @@ def test_show_prints_ir_and_summary(capsys, bn_model):
 
 # ---- bad input: one message, exit 1, nothing written -------------------------------------------
 
+
 def test_bad_pipeline_names_position(capsys, bn_model, tmp_path):
     path, _, _ = bn_model
     out_path = tmp_path / "out.onnx"
     rc, out, err = cli(capsys, "opt", "-p", "fold-bn,,eliminate-dead-code", path, "-o", out_path)
     assert rc == 1 and out == ""
     assert_one_error(err, "expected a pass name, found ',' at position 8")
-    assert err.splitlines() == ["graphopt: error: expected a pass name, found ',' at position 8",
-                                "  fold-bn,,eliminate-dead-code", "          ^"]
+    assert err.splitlines() == [
+        "graphopt: error: expected a pass name, found ',' at position 8",
+        "  fold-bn,,eliminate-dead-code",
+        "          ^",
+    ]
     assert not out_path.exists()
 
 
@@ -187,8 +205,9 @@ def test_malformed_onnx_names_the_file(capsys, bn_model, tmp_path, damage):
     path, _, _ = bn_model
     data = path.read_bytes()
     bad = tmp_path / f"{damage}.onnx"
-    bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x08\xff not a model " * 10,
-                     "empty": b""}[damage])
+    bad.write_bytes(
+        {"truncated": data[: len(data) // 2], "garbage": b"\x08\xff not a model " * 10, "empty": b""}[damage]
+    )
     out_path = tmp_path / "out.onnx"
     for argv in (["opt", "-p", CLEANUP, bad, "-o", out_path], ["show", bad]):
         rc, out, err = cli(capsys, *argv)
@@ -230,8 +249,9 @@ def test_failing_pass_writes_nothing(capsys, bn_model, tmp_path):
     try:
         rc, out, err = cli(capsys, "opt", "-p", "fold-bn,test-break-weights{factor=2.0}", path, "-o", out_path)
         assert rc == 1
-        assert_one_error(err, "pass 'test-break-weights{factor=2.0}' changed the model's outputs",
-                         "passes before it: fold-bn")
+        assert_one_error(
+            err, "pass 'test-break-weights{factor=2.0}' changed the model's outputs", "passes before it: fold-bn"
+        )
         assert out_path.read_bytes() == b"previous result"
         assert [p.name for p in tmp_path.iterdir()] == ["out.onnx"]  # no temporary left behind
         # with --no-verify the same pipeline runs and writes
@@ -268,6 +288,7 @@ def test_traceback_flag_shows_the_traceback(capsys, tmp_path):
 
 
 # ---- demo -----------------------------------------------------------------------------
+
 
 def test_demo_runs_end_to_end(capsys, tmp_path):
     rc, out, err = cli(capsys, "demo", "--out", tmp_path / "demo", "--epochs", "3")

@@ -43,11 +43,14 @@ def test_compile_cross_target(capsys, digits_onnx, tmp_path):
     assert json.loads((tmp_path / "m.so.json").read_text())["host_arch"] == "aarch64"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--target", "armv9"], "unknown target 'armv9'"),
-    (["-p", "fold-bn{ratio=1}"], "unknown option 'ratio'"),
-    (["--tune", "2"], "needs db=DIR"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target", "armv9"], "unknown target 'armv9'"),
+        (["-p", "fold-bn{ratio=1}"], "unknown option 'ratio'"),
+        (["--tune", "2"], "needs db=DIR"),
+    ],
+)
 def test_compile_errors_are_one_line_and_write_nothing(capsys, digits_onnx, tmp_path, args, message):
     out_lib = tmp_path / "never.so"
     rc, out, err = cli(capsys, "compile", digits_onnx[0], "-o", out_lib, *args)
@@ -57,6 +60,17 @@ def test_compile_errors_are_one_line_and_write_nothing(capsys, digits_onnx, tmp_
 
 
 def test_tune_rejects_a_malformed_tracker(capsys, digits_onnx, tmp_path):
-    rc, out, err = cli(capsys, "tune", digits_onnx[0], "--db", tmp_path / "db", "--trials", "2",
-                       "--rpc-tracker", "localhost", "--rpc-key", "x86")
+    rc, out, err = cli(
+        capsys,
+        "tune",
+        digits_onnx[0],
+        "--db",
+        tmp_path / "db",
+        "--trials",
+        "2",
+        "--rpc-tracker",
+        "localhost",
+        "--rpc-key",
+        "x86",
+    )
     assert rc == 1 and "--rpc-tracker wants HOST:PORT" in err

@@ -4,7 +4,6 @@ dims, opaque nodes, errors and atomic saving."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import pytest
@@ -21,6 +20,7 @@ from graphopt.ir.types import TensorType
 
 try:  # written alongside; the checks through graph.run skip until it imports
     import graphopt.emit.torch  # noqa: F401
+
     HAS_TORCH_EMITTER = True
 except Exception:
     HAS_TORCH_EMITTER = False
@@ -57,10 +57,12 @@ def assert_close(got, want, tol=1e-5):
 
 # --- one small graph per canonical op (builders take a fresh Graph, return it) ----------------------
 
+
 def unary(op, positive=False):
     def build(g):
         x = g.add_input("pos_x" if positive else "x", f32(2, 3, 4))
         g.set_outputs([g.add_node(op, [x]).output])
+
     return build
 
 
@@ -71,6 +73,7 @@ def binary(op, positive=False, b_shape=(4,)):
         c = g.add_input("c", f32(2, 3, 4))
         y = g.add_node(op, [a, b]).output
         g.set_outputs([g.add_node(op, [y, c]).output if op != "pow" else y])
+
     return build
 
 
@@ -80,6 +83,7 @@ def single(op, in_shape, attrs=None, params=(), dtype="float32"):
         ps = [g.add_param(f"p{i}", p) for i, p in enumerate(params)]
         n = g.add_node(op, [x, *ps], attrs=attrs)
         g.set_outputs(list(n.outputs))
+
     return build
 
 
@@ -93,8 +97,13 @@ def conv(g):
 def linear(g):
     x2, x3 = g.add_input("x2", f32(3, 8)), g.add_input("x3", f32(2, 3, 8))
     wt, b = g.add_param("fc.weight", rand(5, 8)), g.add_param("fc.bias", rand(5))
-    g.set_outputs([g.add_node("linear", [x2, wt, b]).output, g.add_node("linear", [x3, wt]).output,
-                   g.add_node("linear", [x3, wt, b]).output])
+    g.set_outputs(
+        [
+            g.add_node("linear", [x2, wt, b]).output,
+            g.add_node("linear", [x3, wt]).output,
+            g.add_node("linear", [x3, wt, b]).output,
+        ]
+    )
 
 
 def matmul(g):
@@ -124,17 +133,26 @@ def gelu(g):
 def clip(g):
     x = g.add_input("x", f32(2, 3, 4))
     i = g.add_input("i", TensorType((2, 3), "int64"))
-    g.set_outputs([g.add_node("clip", [x], attrs={"min": -0.5, "max": 0.5}).output,
-                   g.add_node("clip", [x], attrs={"max": 0.1}).output,
-                   g.add_node("clip", [x], attrs={"min": 0.2}).output,
-                   g.add_node("clip", [i], attrs={"min": 1, "max": 3}).output])
+    g.set_outputs(
+        [
+            g.add_node("clip", [x], attrs={"min": -0.5, "max": 0.5}).output,
+            g.add_node("clip", [x], attrs={"max": 0.1}).output,
+            g.add_node("clip", [x], attrs={"min": 0.2}).output,
+            g.add_node("clip", [i], attrs={"min": 1, "max": 3}).output,
+        ]
+    )
 
 
 def adaptive(op):
     def build(g):
         x = g.add_input("x", f32(2, 3, 8, 8))
-        g.set_outputs([g.add_node(op, [x], attrs={"output_size": [1, 1]}).output,
-                       g.add_node(op, [x], attrs={"output_size": [2, 4]}).output])
+        g.set_outputs(
+            [
+                g.add_node(op, [x], attrs={"output_size": [1, 1]}).output,
+                g.add_node(op, [x], attrs={"output_size": [2, 4]}).output,
+            ]
+        )
+
     return build
 
 
@@ -151,15 +169,20 @@ def concat(g):
 
 def flatten(g):
     x = g.add_input("x", f32(2, 3, 4, 5))
-    g.set_outputs([g.add_node("flatten", [x]).output,
-                   g.add_node("flatten", [x], attrs={"start_dim": 0, "end_dim": 1}).output,
-                   g.add_node("flatten", [x], attrs={"start_dim": 1, "end_dim": 2}).output])
+    g.set_outputs(
+        [
+            g.add_node("flatten", [x]).output,
+            g.add_node("flatten", [x], attrs={"start_dim": 0, "end_dim": 1}).output,
+            g.add_node("flatten", [x], attrs={"start_dim": 1, "end_dim": 2}).output,
+        ]
+    )
 
 
 def axes_op(op, in_shape, *axes):
     def build(g):
         x = g.add_input("x", f32(*in_shape))
         g.set_outputs([g.add_node(op, [x], attrs={"axes": a}).output for a in axes])
+
     return build
 
 
@@ -167,12 +190,17 @@ def slice_select(op):
     def build(g):
         x = g.add_input("x", f32(4, 6, 5))
         if op == "slice":
-            outs = [g.add_node("slice", [x], attrs=dict(axis=1, start=1, end=5, step=2)).output,
-                    g.add_node("slice", [x], attrs=dict(axis=-1, start=-3, end=2 ** 62)).output]
+            outs = [
+                g.add_node("slice", [x], attrs=dict(axis=1, start=1, end=5, step=2)).output,
+                g.add_node("slice", [x], attrs=dict(axis=-1, start=-3, end=2**62)).output,
+            ]
         else:
-            outs = [g.add_node("select", [x], attrs=dict(axis=1, index=2)).output,
-                    g.add_node("select", [x], attrs=dict(axis=-1, index=-1)).output]
+            outs = [
+                g.add_node("select", [x], attrs=dict(axis=1, index=2)).output,
+                g.add_node("select", [x], attrs=dict(axis=-1, index=-1)).output,
+            ]
         g.set_outputs(outs)
+
     return build
 
 
@@ -185,9 +213,16 @@ def embedding(g):
 def quantize(g):
     x = g.add_input("x", f32(2, 3, 4))
     s, z = g.add_param("s", np.float32(0.02)), g.add_param("z", np.uint8(128))
-    cs, cz = g.add_param("cs", np.array([0.01, 0.02, 0.03], np.float32)), g.add_param("cz", np.array([0, 2, -3], np.int8))
-    g.set_outputs([g.add_node("quantize", [x, s, z], attrs={"dtype": "uint8"}).output,
-                   g.add_node("quantize", [x, cs, cz], attrs={"axis": 1}).output])
+    cs, cz = (
+        g.add_param("cs", np.array([0.01, 0.02, 0.03], np.float32)),
+        g.add_param("cz", np.array([0, 2, -3], np.int8)),
+    )
+    g.set_outputs(
+        [
+            g.add_node("quantize", [x, s, z], attrs={"dtype": "uint8"}).output,
+            g.add_node("quantize", [x, cs, cz], attrs={"axis": 1}).output,
+        ]
+    )
 
 
 def dequantize(g):
@@ -200,33 +235,61 @@ def dequantize(g):
 
 
 CASES = {
-    "conv": conv, "linear": linear, "matmul": matmul, "batch_norm": batch_norm, "layer_norm": layer_norm,
-    **{op: unary(op) for op in ("relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "neg", "exp",
-                                "erf", "abs", "reciprocal", "identity")},
+    "conv": conv,
+    "linear": linear,
+    "matmul": matmul,
+    "batch_norm": batch_norm,
+    "layer_norm": layer_norm,
+    **{
+        op: unary(op)
+        for op in (
+            "relu",
+            "sigmoid",
+            "tanh",
+            "silu",
+            "hardswish",
+            "hardsigmoid",
+            "neg",
+            "exp",
+            "erf",
+            "abs",
+            "reciprocal",
+            "identity",
+        )
+    },
     **{op: unary(op, positive=True) for op in ("log", "sqrt", "rsqrt")},
-    "gelu": gelu, "clip": clip,
+    "gelu": gelu,
+    "clip": clip,
     **{op: binary(op) for op in ("add", "sub", "mul", "div", "maximum", "minimum")},
     "pow": binary("pow", positive=True, b_shape=()),
-    "max_pool": single("max_pool", (2, 3, 9, 9), dict(kernel_size=[3, 3], stride=[2, 2], pads=[1, 1, 1, 1],
-                                                      dilation=[1, 2], ceil_mode=True)),
-    "avg_pool": single("avg_pool", (2, 3, 9, 9), dict(kernel_size=[3, 2], stride=[2, 2], pads=[1, 1, 1, 1],
-                                                      count_include_pad=False)),
-    "adaptive_avg_pool": adaptive("adaptive_avg_pool"), "adaptive_max_pool": adaptive("adaptive_max_pool"),
+    "max_pool": single(
+        "max_pool",
+        (2, 3, 9, 9),
+        dict(kernel_size=[3, 3], stride=[2, 2], pads=[1, 1, 1, 1], dilation=[1, 2], ceil_mode=True),
+    ),
+    "avg_pool": single(
+        "avg_pool", (2, 3, 9, 9), dict(kernel_size=[3, 2], stride=[2, 2], pads=[1, 1, 1, 1], count_include_pad=False)
+    ),
+    "adaptive_avg_pool": adaptive("adaptive_avg_pool"),
+    "adaptive_max_pool": adaptive("adaptive_max_pool"),
     "mean": single("mean", (2, 3, 4), {"dims": [1, -1], "keepdim": True}),
     "sum": single("sum", (2, 3, 4), {"dims": [0]}),
     "softmax": single("softmax", (2, 3, 4), {"axis": 1}),
-    "concat": concat, "split": split,
+    "concat": concat,
+    "split": split,
     "reshape": single("reshape", (2, 3, 4), {"shape": [0, -1, 2]}),
     "flatten": flatten,
     "squeeze": axes_op("squeeze", (2, 1, 3, 1), [1, -1], [3], []),
     "unsqueeze": axes_op("unsqueeze", (2, 3), [0, -1], [3, 1]),
     "permute": single("permute", (2, 3, 4), {"perm": [2, 0, 1]}),
     "expand": single("expand", (3, 1), {"shape": [2, -1, 4]}),
-    "slice": slice_select("slice"), "select": slice_select("select"),
+    "slice": slice_select("slice"),
+    "select": slice_select("select"),
     "embedding": embedding,
     "cast": single("cast", (2, 3), {"dtype": "int32"}),
     "dropout": single("dropout", (2, 3), {"p": 0.1}),
-    "quantize": quantize, "dequantize": dequantize,
+    "quantize": quantize,
+    "dequantize": dequantize,
 }
 
 
@@ -260,6 +323,7 @@ def test_op_emits_and_runs(op, opset, interpret):
 def test_opset_specific_forms():
     def op_types(graph, opset):
         return {n.op_type for n in emit_onnx(graph, opset=opset).graph.node}
+
     assert "Gelu" in op_types(build("gelu"), 20) and "Erf" in op_types(build("gelu"), 17)
     assert "LayerNormalization" in op_types(build("layer_norm"), 17)
     assert "LayerNormalization" not in op_types(build("layer_norm"), 13)
@@ -312,12 +376,17 @@ def test_int_division_casts_to_the_result_type(interpret):
 
 # --- opaque nodes and errors ---------------------------------------------------------------------------
 
+
 def _torch_opaque_graph():
     g = Graph("shuffle")
     x = g.add_input("x", f32(1, 4, 2, 2))
-    n = g.add_node("opaque", [x], name="shuffle", output_types=[f32(1, 1, 4, 4)],
-                   attrs={"framework": "torch", "target": "aten.pixel_shuffle.default",
-                          "args": (ValueRef(0), 2), "kwargs": {}})
+    n = g.add_node(
+        "opaque",
+        [x],
+        name="shuffle",
+        output_types=[f32(1, 1, 4, 4)],
+        attrs={"framework": "torch", "target": "aten.pixel_shuffle.default", "args": (ValueRef(0), 2), "kwargs": {}},
+    )
     g.set_outputs([n.output])
     return g
 
@@ -331,10 +400,19 @@ def test_opaque_onnx_node_built_by_hand(interpret):
     g = Graph("topk")
     x = g.add_input("x", f32(2, 5))
     k = g.add_param("k", np.array([2]))
-    top = g.add_node("opaque", [x, k], name="top", outputs=["v", "i"],
-                     output_types=[f32(2, 2), TensorType((2, 2), "int64")],
-                     attrs={"framework": "onnx", "op_type": "TopK", "domain": "",
-                            "onnx_attrs": {"axis": np.int64(1), "largest": 1, "sorted": True}})
+    top = g.add_node(
+        "opaque",
+        [x, k],
+        name="top",
+        outputs=["v", "i"],
+        output_types=[f32(2, 2), TensorType((2, 2), "int64")],
+        attrs={
+            "framework": "onnx",
+            "op_type": "TopK",
+            "domain": "",
+            "onnx_attrs": {"axis": np.int64(1), "largest": 1, "sorted": True},
+        },
+    )
     g.set_outputs([g.add_node("relu", ["v"]).output, top.outputs[1]])
     model = emit_onnx(g)
     (topk,) = [n for n in model.graph.node if n.op_type == "TopK"]
@@ -350,8 +428,13 @@ def test_opaque_op_from_another_opset():
     g = Graph("pad")
     x = g.add_input("x", f32(1, 2))
     pads = g.add_param("pads", np.array([0, 1, 0, 1]))
-    n = g.add_node("opaque", [x, pads], name="pad", output_types=[f32(1, 4)],
-                   attrs={"framework": "onnx", "op_type": "Pad", "domain": "", "onnx_attrs": {}})
+    n = g.add_node(
+        "opaque",
+        [x, pads],
+        name="pad",
+        output_types=[f32(1, 4)],
+        attrs={"framework": "onnx", "op_type": "Pad", "domain": "", "onnx_attrs": {}},
+    )
     g.set_outputs([n.output])
     g.metadata.update(source="onnx", opset=17)
     assert emit_onnx(g).opset_import[0].version == 17  # the source opset is kept by default
@@ -364,8 +447,12 @@ def test_bad_opset_and_untyped_output():
         emit_onnx(build("relu"), opset=9)
     g = Graph("untyped")
     x = g.add_input("x", f32(2))
-    n = g.add_node("opaque", [x], name="mystery", attrs={"framework": "onnx", "op_type": "Mystery",
-                                                         "domain": "x.y", "onnx_attrs": {}})
+    n = g.add_node(
+        "opaque",
+        [x],
+        name="mystery",
+        attrs={"framework": "onnx", "op_type": "Mystery", "domain": "x.y", "onnx_attrs": {}},
+    )
     g.set_outputs([n.output])
     with pytest.raises(EmitError, match="output '%mystery' has no type"):
         emit_onnx(g)
@@ -381,6 +468,7 @@ def test_large_models_are_refused(monkeypatch):
 
 
 # --- saving ----------------------------------------------------------------------------------------------
+
 
 def test_save_onnx_writes_a_loadable_model(tmp_path):
     graph = build("conv")
@@ -414,6 +502,7 @@ def test_save_onnx_write_failure_is_atomic(tmp_path, monkeypatch):
 
     def fail_replace(src, dst):
         raise Boom()
+
     monkeypatch.setattr("graphopt.fileio.os.replace", fail_replace)
     with pytest.raises(Boom):
         save_onnx(build("relu"), path)

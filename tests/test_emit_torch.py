@@ -150,7 +150,9 @@ def test_emitted_module_trains_and_writes_back():
     assert "body.1.running_mean" not in written
     trained = module.body_0_weight.detach().numpy()
     assert np.any(trained[:, ::2] != 0)  # plain SGD moved the pruned entries ...
-    np.testing.assert_array_equal(graph.params["body.0.weight"].data, np.where(mask, trained, 0))  # ... write_back re-applies the mask
+    np.testing.assert_array_equal(
+        graph.params["body.0.weight"].data, np.where(mask, trained, 0)
+    )  # ... write_back re-applies the mask
     assert graph.params["body.0.weight"].mask is not None and graph.params["body.0.weight"].trainable
     graph.verify()
     with torch.no_grad():

@@ -36,6 +36,7 @@ def roundtrip(model: nn.Module, inputs: tuple, **kw):
 
 # --- models --------------------------------------------------------------------------
 
+
 class ConvNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -90,7 +91,7 @@ class Attention(nn.Module):
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        attn = torch.matmul(q, k.transpose(-2, -1)) * self.head_dim ** -0.5
+        attn = torch.matmul(q, k.transpose(-2, -1)) * self.head_dim**-0.5
         attn = attn.softmax(dim=-1)
         out = torch.matmul(attn, v).transpose(1, 2).reshape(b, n, d)
         return self.proj(out)
@@ -183,6 +184,7 @@ CASES = {
 
 # --- round trips -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_roundtrip(case):
     model, inputs = CASES[case]()
@@ -244,9 +246,14 @@ def test_shape_ops_keep_axes_not_sizes():
     model, inputs = CASES["shape_ops"]()
     graph = roundtrip(model, inputs)
     attrs = {n.name: (n.op, dict(n.attrs)) for n in graph.nodes if n.op not in ("conv", "mean")}
-    assert attrs == {"squeeze": ("squeeze", {"axes": [3]}), "squeeze_1": ("squeeze", {"axes": [2]}),
-                     "unsqueeze": ("unsqueeze", {"axes": [1]}), "expand": ("expand", {"shape": [-1, 3, -1]}),
-                     "view": ("reshape", {"shape": [0, -1]}), "reshape": ("reshape", {"shape": [0, 0, -1]})}
+    assert attrs == {
+        "squeeze": ("squeeze", {"axes": [3]}),
+        "squeeze_1": ("squeeze", {"axes": [2]}),
+        "unsqueeze": ("unsqueeze", {"axes": [1]}),
+        "expand": ("expand", {"shape": [-1, 3, -1]}),
+        "view": ("reshape", {"shape": [0, -1]}),
+        "reshape": ("reshape", {"shape": [0, 0, -1]}),
+    }
     assert graph.outputs[3] == "squeeze_1"  # squeeze(0) of a dim that is not 1 is x itself
     # prune the conv to 5 output channels: every shape op still fits, no attribute rewritten
     conv = next(n for n in graph.nodes if n.op == "conv")
@@ -262,14 +269,17 @@ def test_shape_ops_keep_axes_not_sizes():
             torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("size,want", [
-    ((2, -1), [0, -1]),              # batch copied, -1 kept
-    ((2, 3, 20), [0, 0, -1]),        # the one dim after the copied ones is the rest
-    ((6, 20), [6, 20]),              # nothing copied: sizes stay
-    ((2, 3, 4, 5), [0, 0, 0, 0]),
-    ((2, 12, 5), [0, 12, 5]),        # dim 1 changed meaning: not copied
-    ((2, 3, 2, 10), [0, 0, 2, 10]),
-])
+@pytest.mark.parametrize(
+    "size,want",
+    [
+        ((2, -1), [0, -1]),  # batch copied, -1 kept
+        ((2, 3, 20), [0, 0, -1]),  # the one dim after the copied ones is the rest
+        ((6, 20), [6, 20]),  # nothing copied: sizes stay
+        ((2, 3, 4, 5), [0, 0, 0, 0]),
+        ((2, 12, 5), [0, 12, 5]),  # dim 1 changed meaning: not copied
+        ((2, 3, 2, 10), [0, 0, 2, 10]),
+    ],
+)
 def test_view_copies_only_a_matching_prefix(size, want):
     class View(nn.Module):
         def forward(self, x):
@@ -279,12 +289,15 @@ def test_view_copies_only_a_matching_prefix(size, want):
     assert graph.nodes[0].op == "reshape" and list(graph.nodes[0].attrs["shape"]) == want
 
 
-@pytest.mark.parametrize("squeeze,axes", [
-    (lambda x: x.squeeze(), [1, 3]),              # every size-1 dim at export
-    (lambda x: x.squeeze((1, 3)), [1, 3]),
-    (lambda x: torch.squeeze(x, dim=-1), [3]),
-    (lambda x: x.squeeze((0, 1)), [1]),           # torch skips dim 0 (size 2)
-])
+@pytest.mark.parametrize(
+    "squeeze,axes",
+    [
+        (lambda x: x.squeeze(), [1, 3]),  # every size-1 dim at export
+        (lambda x: x.squeeze((1, 3)), [1, 3]),
+        (lambda x: torch.squeeze(x, dim=-1), [3]),
+        (lambda x: x.squeeze((0, 1)), [1]),  # torch skips dim 0 (size 2)
+    ],
+)
 def test_squeeze_forms_keep_axes(squeeze, axes):
     class Squeeze(nn.Module):
         def forward(self, x):
@@ -366,6 +379,7 @@ def test_golden_ir_tiny():
 
 # --- the caller's model ------------------------------------------------------------------------
 
+
 def test_model_untouched_in_train_mode():
     model, inputs = CASES["convnet"]()
     model.train()
@@ -411,8 +425,9 @@ def test_name_and_single_tensor_input():
 ZOO = ["resnet18", "mobilenet_v2", "vit_small", "bert_small", "digits_cnn", "digits_mlp"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("graphopt.models.registry") is None,
-                    reason="graphopt.models.registry is not available")
+@pytest.mark.skipif(
+    importlib.util.find_spec("graphopt.models.registry") is None, reason="graphopt.models.registry is not available"
+)
 @pytest.mark.parametrize("name", ZOO)
 def test_model_zoo_roundtrip(name):
     from graphopt.models.registry import get_model

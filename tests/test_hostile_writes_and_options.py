@@ -50,6 +50,7 @@ def dead_pid() -> int:
 
 # ---- item 3: atomic writes ------------------------------------------------------------
 
+
 def test_dev_null_is_refused_and_stays_a_device(tmp_path):
     # The check only: were it to regress, a write as root would replace the real /dev/null.
     with pytest.raises(OutputPathError, match="'/dev/null': it is a character device"):
@@ -117,11 +118,13 @@ def test_failed_write_removes_its_temporary_and_keeps_the_old_file(tmp_path):
 
 def test_killed_write_leaves_a_temporary_that_the_next_write_removes(tmp_path):
     out = tmp_path / "m.onnx"
-    killed = ("import os, signal, sys\n"
-              "from graphopt.fileio import atomic_output\n"
-              "with atomic_output(sys.argv[1]) as tmp:\n"
-              "    tmp.write_bytes(b'x' * 4096)\n"
-              "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = (
+        "import os, signal, sys\n"
+        "from graphopt.fileio import atomic_output\n"
+        "with atomic_output(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'x' * 4096)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     child = subprocess.run([sys.executable, "-c", killed, str(out)])
     assert child.returncode == -9
     [left] = temporaries(tmp_path)
@@ -147,6 +150,7 @@ def test_opt_with_empty_output_is_an_error(capsys, mlp_onnx):
 
 # ---- item 6: nesting and corrupt tuning metadata --------------------------------------
 
+
 @pytest.mark.parametrize("depth", [400, 100_000])
 def test_deep_nesting_in_a_pipeline_is_a_parse_error(depth):
     text = "fold-constants{max_elements=" + "[" * depth + "]" * depth + "}"
@@ -169,8 +173,9 @@ def stamp(work_dir, **changes):
 @pytest.mark.parametrize("version", ["1", None])
 def test_tuning_metadata_version_of_the_wrong_type_is_corrupt(tmp_path, version):
     stamp(tmp_path, version=version)
-    with pytest.raises(tuning.TuningDatabaseError,
-                       match=f"corrupt tuning metadata {tmp_path}.*\"version\" is {json.dumps(version)}"):
+    with pytest.raises(
+        tuning.TuningDatabaseError, match=f'corrupt tuning metadata {tmp_path}.*"version" is {json.dumps(version)}'
+    ):
         tuning.load_database(tmp_path, "x86")
 
 
@@ -185,8 +190,9 @@ def test_deeply_nested_tuning_line_follows_the_bad_line_policy(tmp_path):
     workloads = tmp_path / tuning.WORKLOAD_FILE
     deep = "[" * 100_000 + "]" * 100_000
     workloads.write_text(deep + "\n" + deep + "\n")
-    with pytest.raises(tuning.TuningDatabaseError,
-                       match=f"corrupt tuning database {workloads}, line 1: JSON nested too deeply"):
+    with pytest.raises(
+        tuning.TuningDatabaseError, match=f"corrupt tuning database {workloads}, line 1: JSON nested too deeply"
+    ):
         tuning.load_database(tmp_path, "x86")
     workloads.write_text(deep + "\n")  # the last line: dropped with a warning, like a cut-off write
     with pytest.warns(tuning.TuningDatabaseWarning, match="dropping its last line"):
@@ -198,8 +204,9 @@ def test_tuning_line_with_a_huge_integer_is_a_corrupt_line(tmp_path):
     stamp(tmp_path)
     workloads = tmp_path / tuning.WORKLOAD_FILE
     workloads.write_text("1" * 5000 + "\n" + '["h", {}]\n')  # json.loads raises ValueError, not JSONDecodeError
-    with pytest.raises(tuning.TuningDatabaseError,
-                       match=f"corrupt tuning database {workloads}, line 1: unreadable JSON .*4300 digits"):
+    with pytest.raises(
+        tuning.TuningDatabaseError, match=f"corrupt tuning database {workloads}, line 1: unreadable JSON .*4300 digits"
+    ):
         tuning.load_database(tmp_path, "x86")
 
 
@@ -215,16 +222,18 @@ def test_tuning_table_that_is_a_fifo_is_refused_not_read(tmp_path):
     fifo = tmp_path / tuning.WORKLOAD_FILE
     os.mkfifo(fifo)
     # In a child: reading the FIFO blocks in TVM's loader with the GIL held, so a regression hangs.
-    load = ("import sys\nfrom graphopt.backends.tvm import tuning\n"
-            "try:\n    tuning.load_database(sys.argv[1], 'x86')\n"
-            "except tuning.TuningDatabaseError as err:\n    print(err)\n")
-    child = subprocess.run([sys.executable, "-c", load, str(tmp_path)], capture_output=True, text=True,
-                           timeout=60)
+    load = (
+        "import sys\nfrom graphopt.backends.tvm import tuning\n"
+        "try:\n    tuning.load_database(sys.argv[1], 'x86')\n"
+        "except tuning.TuningDatabaseError as err:\n    print(err)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", load, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert f"{fifo} is not a regular file" in child.stdout, child.stderr
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
 # ---- item 8: options accepted silently ------------------------------------------------
+
 
 def test_unknown_mcpu_is_refused_and_known_ones_pass():
     with pytest.raises(TargetError, match="mcpu 'not-a-cpu' is not a CPU LLVM knows"):
@@ -245,20 +254,26 @@ def test_num_cores_below_one_is_refused(cores):
         resolve_target({"kind": "llvm", "num-cores": cores})
 
 
-@pytest.mark.parametrize("target, message", [
-    ('{"kind": "llvm", "mcpu": "not-a-cpu"}', "mcpu 'not-a-cpu'"),
-    ('{"kind": "llvm", "num-cores": -3}', "num-cores must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ('{"kind": "llvm", "mcpu": "not-a-cpu"}', "mcpu 'not-a-cpu'"),
+        ('{"kind": "llvm", "num-cores": -3}', "num-cores must be at least 1"),
+    ],
+)
 def test_compile_refuses_bad_target_options_before_the_build(capsys, mlp_onnx, tmp_path, target, message):
     rc, out, err = cli(capsys, "compile", mlp_onnx, "--target", target, "-o", tmp_path / "m.so")
     assert rc == 1 and message in err and "compiling" not in err
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("db, message", [
-    ("file", "is not a directory"),
-    ("missing", "no such directory; tune into it first"),
-])
+@pytest.mark.parametrize(
+    "db, message",
+    [
+        ("file", "is not a directory"),
+        ("missing", "no such directory; tune into it first"),
+    ],
+)
 def test_compile_db_naming_a_file_or_a_missing_directory(capsys, mlp_onnx, tmp_path, db, message):
     (tmp_path / "file").write_text("records?")
     rc, out, err = cli(capsys, "compile", mlp_onnx, "-o", tmp_path / "m.so", "--db", tmp_path / db)
@@ -267,16 +282,18 @@ def test_compile_db_naming_a_file_or_a_missing_directory(capsys, mlp_onnx, tmp_p
 
 
 def test_compile_negative_tune_is_an_error(capsys, mlp_onnx, tmp_path):
-    rc, out, err = cli(capsys, "compile", mlp_onnx, "-o", tmp_path / "m.so", "--tune", "-3",
-                       "--db", tmp_path / "db")
+    rc, out, err = cli(capsys, "compile", mlp_onnx, "-o", tmp_path / "m.so", "--tune", "-3", "--db", tmp_path / "db")
     assert rc == 1 and "--tune wants a number of trials >= 0, got -3" in err
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("output, message", [
-    ("m.onnx", "use a .so (loadable shared library) or .tar"),
-    ("lib/", "names a directory"),
-])
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ("m.onnx", "use a .so (loadable shared library) or .tar"),
+        ("lib/", "names a directory"),
+    ],
+)
 def test_compile_refuses_an_unusable_output_before_the_build(capsys, mlp_onnx, tmp_path, output, message):
     rc, out, err = cli(capsys, "compile", mlp_onnx, "-o", f"{tmp_path}/{output}")
     assert rc == 1 and message in err and "compiling" not in err

@@ -40,7 +40,7 @@ def assert_same_ieee(got, want):
 IEEE_CASES = {
     "x*0": (lambda x: x * 0.0, SPECIAL),
     "reciprocal(x*0)": (lambda x: torch.reciprocal(x * 0.0), [-1.0, 2.0, -3.0]),
-    "x+0.0": (lambda x: torch.neg(x + 0.0), SPECIAL),        # neg: the output must stay a node
+    "x+0.0": (lambda x: torch.neg(x + 0.0), SPECIAL),  # neg: the output must stay a node
     "x-(-0.0)": (lambda x: torch.neg(x - (-0.0)), SPECIAL),
     "x+(-0.0)": (lambda x: torch.neg(x + (-0.0)), SPECIAL),
     "0.0-x": (lambda x: torch.neg(0.0 - x), SPECIAL),
@@ -68,12 +68,16 @@ def test_neutral_arithmetic_keeps_ieee_compiled_for_x86(case):
 
 def test_fold_constants_drops_only_the_exact_zero_rules():
     x = torch.tensor(SPECIAL)
-    graph, _ = run_pipeline_on(import_model(Fn(lambda x: torch.neg(x + 0.0) + torch.neg(x + (-0.0))), (x,)),
-                               "fold-constants", example_inputs=(x,))
+    graph, _ = run_pipeline_on(
+        import_model(Fn(lambda x: torch.neg(x + 0.0) + torch.neg(x + (-0.0))), (x,)),
+        "fold-constants",
+        example_inputs=(x,),
+    )
     assert sorted(n.op for n in graph.nodes) == ["add", "add", "neg", "neg"]  # x + (-0.0) went
 
 
 # ---- item 5: the verifier's comparison and inputs ---------------------------------------------
+
 
 def test_tolerance_counts_matching_nan_and_inf_as_equal():
     a = np.array([[math.inf, math.nan, 1.0, -math.inf]], np.float32)
@@ -83,9 +87,14 @@ def test_tolerance_counts_matching_nan_and_inf_as_equal():
     assert sqnr_db(a, a) == math.inf
 
 
-@pytest.mark.parametrize("after", [[math.inf, 0.0, 1.0, -math.inf],       # NaN lost
-                                   [-math.inf, math.nan, 1.0, -math.inf],  # inf changed sign
-                                   [math.inf, math.nan, 1.0, 5.0]])        # inf became finite
+@pytest.mark.parametrize(
+    "after",
+    [
+        [math.inf, 0.0, 1.0, -math.inf],  # NaN lost
+        [-math.inf, math.nan, 1.0, -math.inf],  # inf changed sign
+        [math.inf, math.nan, 1.0, 5.0],
+    ],
+)  # inf became finite
 def test_tolerance_reports_non_finite_mismatches(after):
     a = np.array([math.inf, math.nan, 1.0, -math.inf])
     b = np.array(after)
@@ -97,8 +106,13 @@ def test_tolerance_reports_non_finite_mismatches(after):
 
 def test_integer_floor_division_model_verifies_without_dividing_by_zero():
     a, b = torch.tensor([7, -7, 3]), torch.tensor([2, 3, -2])
-    fn = lambda a, b: (a // b, torch.remainder(a, b), torch.div(a, b, rounding_mode="trunc"),  # noqa: E731
-                       torch.fmod(a, b), a / b)
+    fn = lambda a, b: (  # noqa: E731
+        a // b,
+        torch.remainder(a, b),
+        torch.div(a, b, rounding_mode="trunc"),
+        torch.fmod(a, b),
+        a / b,
+    )
     graph = import_model(Fn(fn), (a, b))
     xs = sample_inputs(graph)
     assert xs[0].min() >= 0 and xs[1].min() >= 1  # the divisor only is kept away from 0
@@ -117,9 +131,9 @@ def test_float_input_of_log_sqrt_rsqrt_is_positive():
 
 def test_huge_input_shape_is_refused_by_name():
     g = Graph("huge")
-    x = g.add_input("tokens", TensorType((2 ** 40,)))
+    x = g.add_input("tokens", TensorType((2**40,)))
     g.set_outputs([g.add_node("neg", [x], name="y").output])
-    with pytest.raises(GraphoptError, match=rf"'tokens'.*\[{2 ** 40}\].*limit {MAX_ELEMENTS}"):
+    with pytest.raises(GraphoptError, match=rf"'tokens'.*\[{2**40}\].*limit {MAX_ELEMENTS}"):
         sample_inputs(g)
     with pytest.raises(GraphoptError, match="'tokens'.*too large"):  # the verifier's inputs, not MemoryError
         run_pipeline_on(g, None)
@@ -127,12 +141,13 @@ def test_huge_input_shape_is_refused_by_name():
 
 # ---- item 9: out-of-range embedding indices ------------------------------------------------
 
+
 def test_embedding_out_of_range_raises_in_torch_and_clamps_when_compiled():
     pytest.importorskip("tvm")
     table = torch.nn.Embedding(4, 3)
     ids = torch.tensor([0, 3, 1, 2])
     compiled = graphopt.optimize(table, example_inputs=(ids,), target="x86")
-    bad = torch.tensor([10, -1, 10 ** 9, 2])
+    bad = torch.tensor([10, -1, 10**9, 2])
     with pytest.raises(IndexError):
         table(bad)
     rows = table.weight.detach().numpy()[[3, 0, 3, 2]]  # documented: clamped into [0, 4)

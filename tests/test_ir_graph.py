@@ -39,6 +39,7 @@ def names(g: Graph) -> list[str]:
 
 # ---- building and printing ---------------------------------------------------------
 
+
 def test_build_infers_types_and_fills_default_attrs():
     g = conv_relu()
     g.verify()
@@ -86,6 +87,7 @@ def test_bad_attrs_are_rejected_naming_the_op():
 
 
 # ---- editing verbs -------------------------------------------------------------------
+
 
 def test_insert_on_edge_rewires_readers_and_outputs():
     g = conv_relu()
@@ -158,6 +160,7 @@ def test_cached_analyses_follow_edits():
 
 # ---- cleanup and order -----------------------------------------------------------------
 
+
 def test_cleanup_removes_dead_nodes_and_params_only():
     g = conv_relu()
     unused = g.add_param("unused", np.zeros(3, np.float32))
@@ -211,6 +214,7 @@ def test_verifier_names_wrong_arity_and_bad_param_type():
 
 
 # ---- copies ---------------------------------------------------------------------------
+
 
 def test_copy_is_independent():
     g = conv_relu()

@@ -39,6 +39,7 @@ X = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
 
 # ---- parameters cannot change behind the verifier ------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ZeroSmallInPlace(Pass):
     """Declared exact; zeroes small weights in place (the bug this rule exists for)."""
@@ -74,15 +75,21 @@ def throwaway_passes():
 
 def test_in_place_weight_edit_is_refused_naming_the_pass():
     g = mlp()
-    with pytest.raises(PassError, match=r"pass 'test-zero-small-in-place' crashed with ValueError: "
-                                        r"assignment destination is read-only \(parameters .* verbs"):
+    with pytest.raises(
+        PassError,
+        match=r"pass 'test-zero-small-in-place' crashed with ValueError: "
+        r"assignment destination is read-only \(parameters .* verbs",
+    ):
         Pipeline.parse("test-zero-small-in-place").run(g, PassContext(instruments=default_instruments()))
     np.testing.assert_array_equal(g.run([X])[0], mlp().run([X])[0])
 
 
 def test_edit_behind_the_verbs_is_caught_naming_the_pass():
-    with pytest.raises(PassError, match=r"pass 'test-zero-small-behind-verbs' edited the graph behind its "
-                                        r"verbs \(parameter 'fc1.weight' changed"):
+    with pytest.raises(
+        PassError,
+        match=r"pass 'test-zero-small-behind-verbs' edited the graph behind its "
+        r"verbs \(parameter 'fc1.weight' changed",
+    ):
         Pipeline.parse("test-zero-small-behind-verbs").run(mlp(), PassContext(instruments=default_instruments()))
 
 
@@ -97,11 +104,13 @@ def test_handed_out_arrays_cannot_be_made_writeable():
 
 def test_every_parameter_verb_bumps_the_version():
     g = mlp()
-    for edit in (lambda: g.set_param("fc1.bias", np.zeros(6, np.float32)),
-                 lambda: g.set_mask("fc2.weight", np.ones((3, 6), bool)),
-                 lambda: g.set_encoding("fc2.weight", None),
-                 lambda: g.set_trainable("fc1.bias", False),
-                 lambda: g.slice_param("fc1.bias", 0, range(6))):
+    for edit in (
+        lambda: g.set_param("fc1.bias", np.zeros(6, np.float32)),
+        lambda: g.set_mask("fc2.weight", np.ones((3, 6), bool)),
+        lambda: g.set_encoding("fc2.weight", None),
+        lambda: g.set_trainable("fc1.bias", False),
+        lambda: g.slice_param("fc1.bias", 0, range(6)),
+    ):
         before = g.version
         edit()
         assert g.version > before
@@ -116,6 +125,7 @@ def test_user_arrays_are_copied_in():
 
 
 # ---- one meaning for masks and encodings -----------------------------------------------------------
+
 
 def test_mask_zeroes_data_and_survives_slicing():
     g = mlp()
@@ -146,6 +156,7 @@ def test_mask_changes_run_onnx_and_tvm_identically():
     np.testing.assert_allclose(session.run(None, {"x": X})[0], want, rtol=1e-5, atol=1e-5)
     pytest.importorskip("tvm")
     from graphopt.backends.tvm.compiled import compile_graph
+
     np.testing.assert_allclose(compile_graph(g, "x86")(X), want, rtol=1e-5, atol=1e-5)
 
 
@@ -197,18 +208,33 @@ def test_verifier_checks_both_invariants():
 
 # ---- bad input: named, nothing changed ------------------------------------------------------------
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda g: g.set_mask("fc1.weight", np.ones((4, 6), bool)), r"'fc1.weight': a mask must be bool of shape \(6, 4\)"),
-    (lambda g: g.set_mask("fc1.weight", np.ones((6, 4), np.int8)), r"'fc1.weight': a mask must be bool"),
-    (lambda g: g.set_param("fc1.weight", np.ones((6, 4), np.complex64)), r"parameter 'fc1.weight': unsupported numpy dtype complex64"),
-    (lambda g: g.set_param("fc1.weight", np.array([object()])), r"parameter 'fc1.weight': object arrays"),
-    (lambda g: g.set_encoding("fc2.weight", Codebook(np.ones(2, np.float32), np.zeros((6, 3), np.int64))),
-     r"parameter 'fc2.weight': encoding codebook.* decodes to f32\[6,3\]"),
-    (lambda g: g.set_encoding("fc2.weight", "not an encoding"), r"'fc2.weight': str is not an Encoding"),
-    (lambda g: g.slice_param("fc1.weight", 2, [0]), r"parameter 'fc1.weight' has 2 dims; cannot slice axis 2"),
-    (lambda g: g.slice_param("fc1.weight", 0, [6]), r"parameter 'fc1.weight': indices to keep must lie in \[0, 6\)"),
-    (lambda g: g.set_param("nope", np.ones(2)), r"'nope' is not a parameter"),
-])
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda g: g.set_mask("fc1.weight", np.ones((4, 6), bool)),
+            r"'fc1.weight': a mask must be bool of shape \(6, 4\)",
+        ),
+        (lambda g: g.set_mask("fc1.weight", np.ones((6, 4), np.int8)), r"'fc1.weight': a mask must be bool"),
+        (
+            lambda g: g.set_param("fc1.weight", np.ones((6, 4), np.complex64)),
+            r"parameter 'fc1.weight': unsupported numpy dtype complex64",
+        ),
+        (lambda g: g.set_param("fc1.weight", np.array([object()])), r"parameter 'fc1.weight': object arrays"),
+        (
+            lambda g: g.set_encoding("fc2.weight", Codebook(np.ones(2, np.float32), np.zeros((6, 3), np.int64))),
+            r"parameter 'fc2.weight': encoding codebook.* decodes to f32\[6,3\]",
+        ),
+        (lambda g: g.set_encoding("fc2.weight", "not an encoding"), r"'fc2.weight': str is not an Encoding"),
+        (lambda g: g.slice_param("fc1.weight", 2, [0]), r"parameter 'fc1.weight' has 2 dims; cannot slice axis 2"),
+        (
+            lambda g: g.slice_param("fc1.weight", 0, [6]),
+            r"parameter 'fc1.weight': indices to keep must lie in \[0, 6\)",
+        ),
+        (lambda g: g.set_param("nope", np.ones(2)), r"'nope' is not a parameter"),
+    ],
+)
 def test_bad_verb_input_is_named_and_changes_nothing(edit, message):
     g = mlp()
     g.set_mask("fc1.weight", np.ones((6, 4), bool))
@@ -228,6 +254,7 @@ def test_mask_of_another_shape_must_be_restated():
 
 
 # ---- types re-infer after an edit ------------------------------------------------------------------
+
 
 def test_types_reinfer_after_slicing_a_channel_group():
     g = mlp()
@@ -255,6 +282,7 @@ def test_infer_types_names_the_node_that_rejects_its_inputs():
 
 # ---- quantization vocabulary -----------------------------------------------------------------------
 
+
 def test_int4_and_float8_parameters_and_their_bytes():
     g = Graph("q")
     x = g.add_input("x", TensorType((2, 8)))
@@ -281,16 +309,22 @@ def test_codebook_bytes_count_indices_at_their_width():
     assert c.elements == 18 and c.nbytes == 16 + 5 and "codebook(k=4, 2-bit" in c.encoding
 
 
-@pytest.mark.parametrize("attrs, expected", [
-    ({"dtype": "int8"}, [-128, -3, 0, 2, 127]),
-    ({"dtype": "int8", "qmin": -127, "qmax": 127}, [-127, -3, 0, 2, 127]),
-    ({"dtype": "int4"}, [-8, -3, 0, 2, 7]),
-    ({"dtype": "uint4"}, [0, 0, 0, 2, 15]),
-])
+@pytest.mark.parametrize(
+    "attrs, expected",
+    [
+        ({"dtype": "int8"}, [-128, -3, 0, 2, 127]),
+        ({"dtype": "int8", "qmin": -127, "qmax": 127}, [-127, -3, 0, 2, 127]),
+        ({"dtype": "int4"}, [-8, -3, 0, 2, 7]),
+        ({"dtype": "uint4"}, [0, 0, 0, 2, 15]),
+    ],
+)
 def test_quantize_ranges(attrs, expected):
     g = Graph("q")
     x = g.add_input("x", TensorType((5,)))
-    s, z = g.add_param("s", np.float32(1.0)), g.add_param("z", np.zeros((), np.int8 if attrs["dtype"] != "uint4" else np.uint8))
+    s, z = (
+        g.add_param("s", np.float32(1.0)),
+        g.add_param("z", np.zeros((), np.int8 if attrs["dtype"] != "uint4" else np.uint8)),
+    )
     node = g.add_node("quantize", [x, s, z], attrs=attrs)
     g.set_outputs([node.output])
     assert g.type_of(node.output).dtype == attrs["dtype"]
@@ -301,7 +335,7 @@ def test_blocked_quantize_dequantize_round_trip_on_torch_onnx_and_tvm():
     rng = np.random.default_rng(3)
     w = rng.standard_normal((4, 10)).astype(np.float32)
     blocks = np.abs(w).reshape(4, 10)[:, :].copy()
-    scale = np.stack([np.abs(w[:, i:i + 4]).max(1) / 7 for i in range(0, 10, 4)], axis=1).astype(np.float32)  # [4, 3]
+    scale = np.stack([np.abs(w[:, i : i + 4]).max(1) / 7 for i in range(0, 10, 4)], axis=1).astype(np.float32)  # [4, 3]
     g = Graph("blocked")
     x = g.add_input("x", TensorType((4, 10)))
     s, z = g.add_param("s", scale), g.add_param("z", np.zeros((4, 3), np.int8))
@@ -318,10 +352,12 @@ def test_blocked_quantize_dequantize_round_trip_on_torch_onnx_and_tvm():
         g.to_onnx(opset=17)
     pytest.importorskip("tvm")
     from graphopt.backends.tvm.compiled import compile_graph
+
     np.testing.assert_allclose(compile_graph(g, "x86")(w), out, rtol=1e-6)
 
 
 # ---- emission hooks: op overrides and captured values --------------------------------------------
+
 
 def test_to_torch_impls_override_an_op_for_training():
     g = Graph("ste")

@@ -15,7 +15,14 @@ from graphopt.models import (
 )
 
 NAMES = ["resnet18", "mobilenet_v2", "vit_small", "bert_small", "digits_cnn", "digits_mlp"]
-NUM_OUTPUTS = {"resnet18": 1000, "mobilenet_v2": 1000, "vit_small": 10, "bert_small": 2, "digits_cnn": 10, "digits_mlp": 10}
+NUM_OUTPUTS = {
+    "resnet18": 1000,
+    "mobilenet_v2": 1000,
+    "vit_small": 10,
+    "bert_small": 2,
+    "digits_cnn": 10,
+    "digits_mlp": 10,
+}
 
 # Every call_function target allowed in an exported graph (simple, analyzable ops only).
 ALLOWED_OPS = {

@@ -22,8 +22,9 @@ def model(nodes, inits=(), inputs=None, outputs=None, opset=17, domains=()):
     inputs = inputs or [helper.make_tensor_value_info("x", T.FLOAT, [2])]
     outputs = outputs or [helper.make_tensor_value_info("y", T.FLOAT, [2])]
     g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]
-                          + [helper.make_opsetid(d, 1) for d in domains])
+    m = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
+    )
     m.ir_version = 8
     return m
 
@@ -45,6 +46,7 @@ X = np.array([1.0, -2.0], np.float32)
 
 # --- item 2: names defined twice ----------------------------------------------------------
 
+
 def test_duplicate_initializer_is_refused_by_name():
     m = model(ADD_B, [const("B", [1, 1]), const("B", [2, 2])])
     with pytest.raises(FrontendError, match="initializer 'B' is defined twice"):
@@ -52,11 +54,17 @@ def test_duplicate_initializer_is_refused_by_name():
 
 
 def test_duplicate_initializer_in_a_subgraph_is_refused_by_name():
-    body = helper.make_graph([helper.make_node("Add", ["x", "k"], ["t"])], "then", [],
-                             [helper.make_tensor_value_info("t", T.FLOAT, [2])],
-                             [const("k", [1, 1]), const("k", [2, 2])])
-    m = model([helper.make_node("If", ["c"], ["y"], then_branch=body, else_branch=body)],
-              inputs=[helper.make_tensor_value_info("x", T.FLOAT, [2]), helper.make_tensor_value_info("c", T.BOOL, [])])
+    body = helper.make_graph(
+        [helper.make_node("Add", ["x", "k"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", T.FLOAT, [2])],
+        [const("k", [1, 1]), const("k", [2, 2])],
+    )
+    m = model(
+        [helper.make_node("If", ["c"], ["y"], then_branch=body, else_branch=body)],
+        inputs=[helper.make_tensor_value_info("x", T.FLOAT, [2]), helper.make_tensor_value_info("c", T.BOOL, [])],
+    )
     with pytest.raises(FrontendError, match="initializer 'k' is defined twice"):
         load_onnx(m)
 
@@ -76,15 +84,19 @@ def test_graph_input_declared_twice_is_refused_by_name():
 
 # --- item 4: subgraphs reading outer values ----------------------------------------------
 
+
 def branch(op, name):
-    return helper.make_graph([helper.make_node(op, ["x", "one"], [name])], name, [],
-                             [helper.make_tensor_value_info(name, T.FLOAT, [2])])
+    return helper.make_graph(
+        [helper.make_node(op, ["x", "one"], [name])], name, [], [helper.make_tensor_value_info(name, T.FLOAT, [2])]
+    )
 
 
 def test_if_body_reading_an_outer_initializer_keeps_it(tmp_path):
-    m = model([helper.make_node("If", ["c"], ["y"], then_branch=branch("Add", "t"), else_branch=branch("Sub", "e"))],
-              [const("one", [1, 1])],
-              inputs=[helper.make_tensor_value_info("x", T.FLOAT, [2]), helper.make_tensor_value_info("c", T.BOOL, [])])
+    m = model(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch("Add", "t"), else_branch=branch("Sub", "e"))],
+        [const("one", [1, 1])],
+        inputs=[helper.make_tensor_value_info("x", T.FLOAT, [2]), helper.make_tensor_value_info("c", T.BOOL, [])],
+    )
     onnx.checker.check_model(m, full_check=True)
     graph = load_onnx(m)
     assert "one" in graph.params
@@ -104,23 +116,40 @@ def test_if_body_reading_an_outer_initializer_keeps_it(tmp_path):
 def test_loop_body_reading_outer_initializer_constant_and_value():
     """A Loop body reads an initializer, a (folded) Constant node and a computed value; a
     nested If reads an initializer only it uses."""
-    inner_then = helper.make_graph([helper.make_node("Add", ["s", "one"], ["it"])], "it", [],
-                                   [helper.make_tensor_value_info("it", T.FLOAT, [2])])
-    inner_else = helper.make_graph([helper.make_node("Mul", ["s", "k"], ["ie"])], "ie", [],
-                                   [helper.make_tensor_value_info("ie", T.FLOAT, [2])])
+    inner_then = helper.make_graph(
+        [helper.make_node("Add", ["s", "one"], ["it"])], "it", [], [helper.make_tensor_value_info("it", T.FLOAT, [2])]
+    )
+    inner_else = helper.make_graph(
+        [helper.make_node("Mul", ["s", "k"], ["ie"])], "ie", [], [helper.make_tensor_value_info("ie", T.FLOAT, [2])]
+    )
     body = helper.make_graph(
-        [helper.make_node("Add", ["acc", "two"], ["a1"]), helper.make_node("Add", ["a1", "r"], ["s"]),
-         helper.make_node("If", ["cond_in"], ["s2"], then_branch=inner_then, else_branch=inner_else),
-         helper.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
-        [helper.make_tensor_value_info("i", T.INT64, []), helper.make_tensor_value_info("cond_in", T.BOOL, []),
-         helper.make_tensor_value_info("acc", T.FLOAT, [2])],
-        [helper.make_tensor_value_info("cond_out", T.BOOL, []), helper.make_tensor_value_info("s2", T.FLOAT, [2])])
-    m = model([helper.make_node("Constant", [], ["k"], value=const("kv", [3, 3])),
-               helper.make_node("Relu", ["x"], ["r"]),
-               helper.make_node("Loop", ["n", "c", "x"], ["y"], body=body)],
-              [const("one", [1, 1]), const("two", [2, 2])],
-              inputs=[helper.make_tensor_value_info("x", T.FLOAT, [2]), helper.make_tensor_value_info("n", T.INT64, []),
-                      helper.make_tensor_value_info("c", T.BOOL, [])])
+        [
+            helper.make_node("Add", ["acc", "two"], ["a1"]),
+            helper.make_node("Add", ["a1", "r"], ["s"]),
+            helper.make_node("If", ["cond_in"], ["s2"], then_branch=inner_then, else_branch=inner_else),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", T.INT64, []),
+            helper.make_tensor_value_info("cond_in", T.BOOL, []),
+            helper.make_tensor_value_info("acc", T.FLOAT, [2]),
+        ],
+        [helper.make_tensor_value_info("cond_out", T.BOOL, []), helper.make_tensor_value_info("s2", T.FLOAT, [2])],
+    )
+    m = model(
+        [
+            helper.make_node("Constant", [], ["k"], value=const("kv", [3, 3])),
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Loop", ["n", "c", "x"], ["y"], body=body),
+        ],
+        [const("one", [1, 1]), const("two", [2, 2])],
+        inputs=[
+            helper.make_tensor_value_info("x", T.FLOAT, [2]),
+            helper.make_tensor_value_info("n", T.INT64, []),
+            helper.make_tensor_value_info("c", T.BOOL, []),
+        ],
+    )
     onnx.checker.check_model(m, full_check=True)
     feeds = [X, np.array(3), np.array(True)]
     want = run_onnx(m, feeds)[0]
@@ -134,16 +163,22 @@ def test_loop_body_reading_outer_initializer_constant_and_value():
 
 # --- item 6: clear errors instead of raw ones -------------------------------------------------
 
+
 def conv_model(weight_shape, x_shape=(1, 5, 8, 8)):
-    return model([helper.make_node("Conv", ["x", "W"], ["y"], name="conv0")],
-                 [const("W", np.ones(weight_shape))],
-                 inputs=[helper.make_tensor_value_info("x", T.FLOAT, list(x_shape))],
-                 outputs=[helper.make_tensor_value_info("y", T.FLOAT, None)])
+    return model(
+        [helper.make_node("Conv", ["x", "W"], ["y"], name="conv0")],
+        [const("W", np.ones(weight_shape))],
+        inputs=[helper.make_tensor_value_info("x", T.FLOAT, list(x_shape))],
+        outputs=[helper.make_tensor_value_info("y", T.FLOAT, None)],
+    )
 
 
 def test_conv_weight_not_matching_its_input_is_refused_at_import():
-    with pytest.raises(FrontendError, match=r"node 'conv0' \(Conv\): input 'x' has 5 channels, "
-                                            r"weight 'W' \[4, 3, 3, 3\] with group=1 expects 3"):
+    with pytest.raises(
+        FrontendError,
+        match=r"node 'conv0' \(Conv\): input 'x' has 5 channels, "
+        r"weight 'W' \[4, 3, 3, 3\] with group=1 expects 3",
+    ):
         load_onnx(conv_model((4, 3, 3, 3)))
 
 
@@ -180,6 +215,7 @@ def test_unknown_element_type_names_the_tensor(where):
 
 # --- item 7: the same checks for a file, bytes and a ModelProto ------------------------------
 
+
 def forms(m, tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(m.SerializeToString())
@@ -213,6 +249,7 @@ def test_external_data_is_read_from_base_dir_never_the_current_directory(tmp_pat
 
 # --- item 8: what was silently accepted ----------------------------------------------------
 
+
 def test_opset_newer_than_onnx_defines_is_refused():
     m = model([helper.make_node("Relu", ["x"], ["y"])], opset=onnx.defs.onnx_opset_version() + 2)
     with pytest.raises(FrontendError, match=f"opset {onnx.defs.onnx_opset_version() + 2} is newer than"):
@@ -243,7 +280,9 @@ def test_negative_dimension_is_refused_by_name(where):
     if where == "initializer":
         m, label = model(ADD_B, [raw_tensor("B", T.FLOAT, [-1])]), "initializer 'B'"
     else:
-        m, label = model([helper.make_node("Relu", ["x"], ["y"])],
-                         inputs=[helper.make_tensor_value_info("x", T.FLOAT, [-3])]), "value 'x'"
+        m, label = (
+            model([helper.make_node("Relu", ["x"], ["y"])], inputs=[helper.make_tensor_value_info("x", T.FLOAT, [-3])]),
+            "value 'x'",
+        )
     with pytest.raises(FrontendError, match=f"{label} has a negative dimension"):
         load_onnx(m)

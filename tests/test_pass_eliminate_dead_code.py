@@ -27,7 +27,9 @@ def dead_graph() -> Graph:
 def test_golden(interpret):
     g = dead_graph()
     before = g.copy()
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph dead(%x: f32[2,3], %unused: f32[4]) -> (%r, %x)
   @w: f32[3,3]
   @side.weight: f32[5,3]
@@ -37,14 +39,18 @@ graph dead(%x: f32[2,3], %unused: f32[4]) -> (%r, %x)
   %fc: f32[2,3] = linear(%x, @w)
   %r: f32[2,3] = relu(%fc)
   return %r, %x"""
+    )
     result = EliminateDeadCode().run(g, PassContext())
     assert (result.changed, result.stats) == (True, {"nodes": 2, "params": 2})
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph dead(%x: f32[2,3], %unused: f32[4]) -> (%r, %x)
   @w: f32[3,3]
   %fc: f32[2,3] = linear(%x, @w)
   %r: f32[2,3] = relu(%fc)
   return %r, %x"""
+    )
     g.verify()
     xs = [np.arange(6, dtype=np.float32).reshape(2, 3), np.zeros(4, np.float32)]
     for a, b in zip(interpret(before, xs), interpret(g, xs)):

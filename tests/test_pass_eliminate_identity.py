@@ -32,29 +32,35 @@ def chain(g: Graph, x: str, *steps) -> str:
 def test_golden(interpret):
     g = Graph("ids")
     x = g.add_input("x", TensorType((2, 3, 4)))
-    y = chain(g, x,
-              ("dropout", {"p": 0.1}, "drop"),
-              ("identity", {}, "id"),
-              ("reshape", {"shape": (2, 3, 4)}, "same"),
-              ("permute", {"perm": (0, 2, 1)}, "p"),
-              ("permute", {"perm": (0, 2, 1)}, "q"),
-              ("cast", {"dtype": "float32"}, "c"),
-              ("expand", {"shape": (-1, 3, 4)}, "e"),
-              ("slice", {"axis": 2, "start": 0, "end": 100}, "s"),
-              ("permute", {"perm": (0, 1, 2)}, "noperm"),
-              ("flatten", {"start_dim": 0, "end_dim": 0}, "noflat"),
-              ("reshape", {"shape": (6, 4)}, "r1"),
-              ("reshape", {"shape": (2, -1)}, "r2"),
-              ("relu", {}, "relu"))
+    y = chain(
+        g,
+        x,
+        ("dropout", {"p": 0.1}, "drop"),
+        ("identity", {}, "id"),
+        ("reshape", {"shape": (2, 3, 4)}, "same"),
+        ("permute", {"perm": (0, 2, 1)}, "p"),
+        ("permute", {"perm": (0, 2, 1)}, "q"),
+        ("cast", {"dtype": "float32"}, "c"),
+        ("expand", {"shape": (-1, 3, 4)}, "e"),
+        ("slice", {"axis": 2, "start": 0, "end": 100}, "s"),
+        ("permute", {"perm": (0, 1, 2)}, "noperm"),
+        ("flatten", {"start_dim": 0, "end_dim": 0}, "noflat"),
+        ("reshape", {"shape": (6, 4)}, "r1"),
+        ("reshape", {"shape": (2, -1)}, "r2"),
+        ("relu", {}, "relu"),
+    )
     g.set_outputs([y])
     before = g.copy()
     result = run_pass(g)
     assert (result.changed, result.stats) == (True, {"removed": 11, "rewrites": 10})
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph ids(%x: f32[2,3,4]) -> (%relu)
   %r2: f32[2,12] = reshape(%x) {shape=[2,-1]}
   %relu: f32[2,12] = relu(%r2)
   return %relu"""
+    )
     g.verify()
     check_exact(before, g, interpret)
     assert not run_pass(g).changed
@@ -64,8 +70,7 @@ graph ids(%x: f32[2,3,4]) -> (%relu)
 def test_permute_chains_compose(p, q, interpret):
     g = Graph("perm")
     x = g.add_input("x", TensorType((2, 3, 4)))
-    g.set_outputs([chain(g, x, ("permute", {"perm": p}, "p"), ("permute", {"perm": q}, "q"),
-                         ("relu", {}, "r"))])
+    g.set_outputs([chain(g, x, ("permute", {"perm": p}, "p"), ("permute", {"perm": q}, "q"), ("relu", {}, "r"))])
     before = g.copy()
     run_pass(g)
     g.verify()
@@ -110,15 +115,18 @@ def test_squeeze_ops(inner, interpret):
     check_exact(before, g, interpret)
 
 
-@pytest.mark.parametrize("op, attrs", [
-    ("reshape", {"shape": (3, 2, 4)}),
-    ("permute", {"perm": (1, 0, 2)}),
-    ("cast", {"dtype": "float64"}),
-    ("expand", {"shape": (2, 2, 3, 4)}),
-    ("unsqueeze", {"axes": (0,)}),
-    ("slice", {"axis": 1, "start": 1, "end": 3}),
-    ("slice", {"axis": 0, "start": 0, "end": 2, "step": 2}),
-])
+@pytest.mark.parametrize(
+    "op, attrs",
+    [
+        ("reshape", {"shape": (3, 2, 4)}),
+        ("permute", {"perm": (1, 0, 2)}),
+        ("cast", {"dtype": "float64"}),
+        ("expand", {"shape": (2, 2, 3, 4)}),
+        ("unsqueeze", {"axes": (0,)}),
+        ("slice", {"axis": 1, "start": 1, "end": 3}),
+        ("slice", {"axis": 0, "start": 0, "end": 2, "step": 2}),
+    ],
+)
 def test_real_shape_ops_stay(op, attrs):
     g = Graph("keep")
     x = g.add_input("x", TensorType((2, 3, 4)))

@@ -19,10 +19,12 @@ def _rand(rng, *shape):
 
 
 def add_bn(g: Graph, x: str, channels: int, rng, name: str = "bn") -> str:
-    stats = [g.add_param(f"{name}.weight", _rand(rng, channels)),
-             g.add_param(f"{name}.bias", _rand(rng, channels)),
-             g.add_param(f"{name}.running_mean", _rand(rng, channels), trainable=False),
-             g.add_param(f"{name}.running_var", np.abs(_rand(rng, channels)) + 0.5, trainable=False)]
+    stats = [
+        g.add_param(f"{name}.weight", _rand(rng, channels)),
+        g.add_param(f"{name}.bias", _rand(rng, channels)),
+        g.add_param(f"{name}.running_mean", _rand(rng, channels), trainable=False),
+        g.add_param(f"{name}.running_var", np.abs(_rand(rng, channels)) + 0.5, trainable=False),
+    ]
     return g.add_node("batch_norm", [x, *stats], name=name).output
 
 
@@ -43,8 +45,9 @@ def linear_bn(seed: int = 0) -> Graph:
     rng = np.random.default_rng(seed)
     g = Graph("linear_bn")
     x = g.add_input("x", TensorType((3, 5)))
-    fc = g.add_node("linear", [x, g.add_param("fc.weight", _rand(rng, 6, 5)),
-                               g.add_param("fc.bias", _rand(rng, 6))], name="fc").output
+    fc = g.add_node(
+        "linear", [x, g.add_param("fc.weight", _rand(rng, 6, 5)), g.add_param("fc.bias", _rand(rng, 6))], name="fc"
+    ).output
     g.set_outputs([add_bn(g, fc, 6, rng)])
     return g
 
@@ -54,8 +57,12 @@ def concat_bn(seed: int = 0) -> Graph:
     g = Graph("concat_bn")
     x = g.add_input("x", TensorType((1, 3, 6, 6)))
     a = g.add_node("conv", [x, g.add_param("a.weight", _rand(rng, 2, 3, 3, 3))], attrs=CONV, name="a").output
-    b = g.add_node("conv", [x, g.add_param("b.weight", _rand(rng, 3, 3, 3, 3)),
-                            g.add_param("b.bias", _rand(rng, 3))], attrs=CONV, name="b").output
+    b = g.add_node(
+        "conv",
+        [x, g.add_param("b.weight", _rand(rng, 3, 3, 3, 3)), g.add_param("b.bias", _rand(rng, 3))],
+        attrs=CONV,
+        name="b",
+    ).output
     cat = g.add_node("concat", [a, b], attrs={"axis": 1}, name="cat").output
     g.set_outputs([add_bn(g, cat, 5, rng)])
     return g
@@ -75,9 +82,12 @@ def check_exact(before: Graph, after: Graph, interpret, seeds=(0, 1, 2)):
 
 # ---- golden IR ---------------------------------------------------------------------
 
+
 def test_golden_conv_without_bias_gets_one():
     g = conv_bn()
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph conv_bn(%x: f32[2,4,8,8]) -> (%relu)
   @conv.weight: f32[4,4,3,3]
   @bn.weight: f32[4]
@@ -88,21 +98,27 @@ graph conv_bn(%x: f32[2,4,8,8]) -> (%relu)
   %bn: f32[2,4,8,8] = batch_norm(%conv, @bn.weight, @bn.bias, @bn.running_mean, @bn.running_var) {eps=1e-05}
   %relu: f32[2,4,8,8] = relu(%bn)
   return %relu"""
+    )
     result = fold(g)
     assert (result.changed, result.stats) == (True, {"folded": 1, "skipped": 0})
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph conv_bn(%x: f32[2,4,8,8]) -> (%relu)
   @conv.weight: f32[4,4,3,3]
   @conv.bias: f32[4]
   %conv: f32[2,4,8,8] = conv(%x, @conv.weight, @conv.bias) {dilation=[1,1], groups=1, pads=[1,1,1,1], stride=[1,1]}
   %relu: f32[2,4,8,8] = relu(%conv)
   return %relu"""
+    )
 
 
 def test_golden_concat_folds_each_slice():
     g = concat_bn()
     fold(g)
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph concat_bn(%x: f32[1,3,6,6]) -> (%cat)
   @a.weight: f32[2,3,3,3]
   @b.weight: f32[3,3,3,3]
@@ -112,14 +128,24 @@ graph concat_bn(%x: f32[1,3,6,6]) -> (%cat)
   %a: f32[1,2,6,6] = conv(%x, @a.weight, @a.bias) {dilation=[1,1], groups=1, pads=[1,1,1,1], stride=[1,1]}
   %cat: f32[1,5,6,6] = concat(%a, %b) {axis=1}
   return %cat"""
+    )
 
 
 # ---- numerics and post-conditions on hand-built graphs ---------------------------------
 
-@pytest.mark.parametrize("build", [
-    lambda: conv_bn(), lambda: conv_bn(bias=True), lambda: conv_bn(groups=2),
-    lambda: conv_bn(groups=4, bias=True), linear_bn, concat_bn,
-], ids=["conv", "conv-bias", "grouped", "depthwise", "linear", "concat"])
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: conv_bn(),
+        lambda: conv_bn(bias=True),
+        lambda: conv_bn(groups=2),
+        lambda: conv_bn(groups=4, bias=True),
+        linear_bn,
+        concat_bn,
+    ],
+    ids=["conv", "conv-bias", "grouped", "depthwise", "linear", "concat"],
+)
 def test_fold_is_exact_and_idempotent(build, interpret):
     g = build()
     before = g.copy()
@@ -137,8 +163,9 @@ def test_fold_in_float64_then_cast_back():
     g.set_param("conv.weight", g.param("conv.weight").data.astype(np.float16))
     g.set_param("conv.bias", g.param("conv.bias").data.astype(np.float16))
     w, b = (g.param(n).data.astype(np.float64) for n in ("conv.weight", "conv.bias"))
-    gamma, beta, mean, var = (g.param(f"bn.{k}").data.astype(np.float64)
-                              for k in ("weight", "bias", "running_mean", "running_var"))
+    gamma, beta, mean, var = (
+        g.param(f"bn.{k}").data.astype(np.float64) for k in ("weight", "bias", "running_mean", "running_var")
+    )
     fold(g)
     s = gamma / np.sqrt(var + 1e-5)
     assert g.param("conv.weight").data.dtype == np.float16
@@ -223,6 +250,7 @@ def test_models_fold_every_bn(frontend, name, import_model):
 def test_users_torch_model_is_untouched():
     from graphopt.frontends.fx import trace
     from graphopt.models import get_model
+
     model, inputs = get_model("digits_cnn")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     graph = trace(model, inputs)

@@ -38,7 +38,9 @@ def erf_gelu(sqrt2=SQRT2, half_shape=(), extra_reader=False) -> Graph:
 def test_golden(interpret):
     g = erf_gelu()
     before = g.copy()
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph gelu(%x: f32[2,4]) -> (%y)
   @sqrt2: f32[]  (frozen, value=1.41421)
   @one: f32[]  (frozen, value=1)
@@ -49,12 +51,16 @@ graph gelu(%x: f32[2,4]) -> (%y)
   %m: f32[2,4] = mul(%x, %a)
   %y: f32[2,4] = mul(%m, @half)
   return %y"""
+    )
     result = FuseGelu().run(g, PassContext())
     assert (result.changed, result.stats) == (True, {"fused": 1})
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph gelu(%x: f32[2,4]) -> (%y)
   %y: f32[2,4] = gelu(%x) {approximate=none}
   return %y"""
+    )
     g.verify()
     for seed in range(3):
         x = [np.random.default_rng(seed).standard_normal((2, 4)).astype(np.float32) * 4]
@@ -64,9 +70,11 @@ graph gelu(%x: f32[2,4]) -> (%y)
 
 @pytest.mark.parametrize("case", ["read elsewhere", "other constant", "broadcasting half"])
 def test_left_alone(case):
-    g = erf_gelu(sqrt2=np.float32(1.5) if case == "other constant" else SQRT2,
-                 half_shape=(3, 1, 1) if case == "broadcasting half" else (),
-                 extra_reader=case == "read elsewhere")
+    g = erf_gelu(
+        sqrt2=np.float32(1.5) if case == "other constant" else SQRT2,
+        half_shape=(3, 1, 1) if case == "broadcasting half" else (),
+        extra_reader=case == "read elsewhere",
+    )
     text = str(g)
     assert not FuseGelu().run(g, PassContext()).changed
     assert str(g) == text

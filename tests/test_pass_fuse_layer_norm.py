@@ -42,7 +42,9 @@ def onnx_style(dims=(-1,), bias_shape=(4,), extra_reader=False) -> Graph:
 def test_golden(interpret):
     g = onnx_style()
     before = g.copy()
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph ln(%x: f32[2,3,4]) -> (%y)
   @two: f32[]  (frozen, value=2)
   @eps: f32[]  (frozen, value=1e-05)
@@ -58,14 +60,18 @@ graph ln(%x: f32[2,3,4]) -> (%y)
   %w: f32[2,3,4] = mul(@ln.weight, %n)
   %y: f32[2,3,4] = add(%w, @ln.bias)
   return %y"""
+    )
     result = FuseLayerNorm().run(g, PassContext())
     assert (result.changed, result.stats) == (True, {"fused": 1, "affine": 2})
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph ln(%x: f32[2,3,4]) -> (%y)
   @ln.weight: f32[4]
   @ln.bias: f32[4]
   %y: f32[2,3,4] = layer_norm(%x, @ln.weight, @ln.bias) {eps=1e-05, normalized_shape=[4]}
   return %y"""
+    )
     g.verify()
     for seed in range(3):
         x = [f32(2, 3, 4, seed=seed) * 3]

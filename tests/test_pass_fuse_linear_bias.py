@@ -32,7 +32,9 @@ def linear_then_add(bias: np.ndarray, *, extra_reader: bool = False) -> Graph:
 def test_golden(interpret):
     g = linear_then_add(f32(5, seed=1))
     before = g.copy()
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph lin(%x: f32[2,3,4]) -> (%out)
   @fc.weight: f32[5,4]
   @fc.bias: f32[5]
@@ -40,15 +42,19 @@ graph lin(%x: f32[2,3,4]) -> (%out)
   %y: f32[2,3,5] = add(@fc.bias, %fc)
   %out: f32[2,3,5] = relu(%y)
   return %out"""
+    )
     result = FuseLinearBias().run(g, PassContext())
     assert (result.changed, result.stats) == (True, {"fused": 1})
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph lin(%x: f32[2,3,4]) -> (%out)
   @fc.weight: f32[5,4]
   @fc.bias: f32[5]
   %y: f32[2,3,5] = linear(%x, @fc.weight, @fc.bias)
   %out: f32[2,3,5] = relu(%y)
   return %out"""
+    )
     assert g.node("y").meta["module"] == "fc"  # the linear's provenance moves with it
     g.verify()
     x = [f32(2, 3, 4, seed=2)]
@@ -73,8 +79,11 @@ def test_left_alone(case):
 
 def test_a_biased_linear_keeps_its_bias():
     g = Graph("lin")
-    fc = g.add_node("linear", [g.add_input("x", TensorType((2, 4))), g.add_param("w", f32(5, 4)),
-                               g.add_param("b", f32(5))], name="fc")
+    fc = g.add_node(
+        "linear",
+        [g.add_input("x", TensorType((2, 4))), g.add_param("w", f32(5, 4)), g.add_param("b", f32(5))],
+        name="fc",
+    )
     g.set_outputs([g.add_node("add", [fc.output, g.add_param("c", f32(5, seed=1))], name="y").output])
     assert not FuseLinearBias().run(g, PassContext()).changed
 

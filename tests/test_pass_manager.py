@@ -11,8 +11,19 @@ import pytest
 from graphopt.errors import NumericalMismatchError, PassError
 from graphopt.ir.graph import Graph, Value
 from graphopt.ir.types import TensorType
-from graphopt.passes import (IRDump, NumericalVerifier, Pass, PassContext, PassResult, Pipeline,
-                             Statistics, Timing, Tolerance, default_instruments, register_pass)
+from graphopt.passes import (
+    IRDump,
+    NumericalVerifier,
+    Pass,
+    PassContext,
+    PassResult,
+    Pipeline,
+    Statistics,
+    Timing,
+    Tolerance,
+    default_instruments,
+    register_pass,
+)
 from graphopt.passes.registry import unregister_pass
 
 
@@ -21,14 +32,14 @@ def conv_relu() -> Graph:
     x = g.add_input("x", TensorType((1, 3, 8, 8)))
     w = g.add_param("conv.weight", np.linspace(-1, 1, 108, dtype=np.float32).reshape(4, 3, 3, 3))
     b = g.add_param("conv.bias", np.array([0.5, -0.5, 0.0, 1.0], np.float32))
-    conv = g.add_node("conv", [x, w, b], attrs=dict(stride=[1, 1], pads=[1, 1, 1, 1], dilation=[1, 1]),
-                      name="conv")
+    conv = g.add_node("conv", [x, w, b], attrs=dict(stride=[1, 1], pads=[1, 1, 1, 1], dilation=[1, 1]), name="conv")
     relu = g.add_node("relu", [conv.output])
     g.set_outputs([relu.output])
     return g
 
 
 # ---- throwaway passes ----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class AddIdentity(Pass):
@@ -112,6 +123,7 @@ def run(text: str, graph: Graph | None = None, **ctx_kwargs):
 
 # ---- copy on entry ---------------------------------------------------------------------
 
+
 def test_input_graph_is_untouched():
     g = conv_relu()
     before_text, before_w = str(g), g.param("conv.weight").data.copy()
@@ -125,8 +137,10 @@ def test_input_graph_is_untouched():
 
 def test_result_records_and_report():
     result, _ = run("test-add-identity,test-perturb-weight{delta=0.0 report_change=false}")
-    assert [str(r.pass_) for r in result.records] == ["test-add-identity",
-                                                       "test-perturb-weight{delta=0.0 report_change=false}"]
+    assert [str(r.pass_) for r in result.records] == [
+        "test-add-identity",
+        "test-perturb-weight{delta=0.0 report_change=false}",
+    ]
     assert [r.changed for r in result.records] == [True, False]
     assert result.changed
     lines = result.report().splitlines()
@@ -145,6 +159,7 @@ def test_log_gets_one_line_per_pass():
 
 # ---- instruments -------------------------------------------------------------------------
 
+
 def test_timing_records_every_pass():
     timing = Timing()
     run("test-add-identity,test-perturb-weight{delta=0.5}", instruments=[timing])
@@ -155,16 +170,21 @@ def test_timing_records_every_pass():
 def test_statistics_records_stats_and_counts():
     stats = Statistics()
     run("test-add-identity", instruments=[stats])
-    assert stats.records == [{"pass": "test-add-identity", "changed": True, "inserted": 1,
-                              "nodes": "2->3", "parameters": "112->112"}]
+    assert stats.records == [
+        {"pass": "test-add-identity", "changed": True, "inserted": 1, "nodes": "2->3", "parameters": "112->112"}
+    ]
 
 
 def test_ir_dump_writes_before_and_after_each_pass(tmp_path):
     run("test-add-identity,test-perturb-weight", instruments=[IRDump(tmp_path / "ir")])
     files = sorted(p.name for p in (tmp_path / "ir").iterdir())
-    assert files == ["00-input.mlir.txt",
-                     "01-test-add-identity-after.mlir.txt", "01-test-add-identity-before.mlir.txt",
-                     "02-test-perturb-weight-after.mlir.txt", "02-test-perturb-weight-before.mlir.txt"]
+    assert files == [
+        "00-input.mlir.txt",
+        "01-test-add-identity-after.mlir.txt",
+        "01-test-add-identity-before.mlir.txt",
+        "02-test-perturb-weight-after.mlir.txt",
+        "02-test-perturb-weight-before.mlir.txt",
+    ]
     after = (tmp_path / "ir" / "01-test-add-identity-after.mlir.txt").read_text()
     assert "= identity(%conv)" in after
     assert after == (tmp_path / "ir" / "02-test-perturb-weight-before.mlir.txt").read_text()
@@ -179,6 +199,7 @@ def test_default_instruments():
 
 # ---- numerical verification -------------------------------------------------------------------
 
+
 def test_exact_pass_passes_the_verifier():
     verifier = NumericalVerifier()
     run("test-add-identity", instruments=[verifier])
@@ -189,9 +210,11 @@ def test_wrong_pass_is_caught_naming_pass_options_and_predecessors():
     with pytest.raises(NumericalMismatchError) as info:
         run("test-add-identity,test-perturb-weight{delta=0.25}", instruments=default_instruments())
     msg = str(info.value)
-    assert msg.startswith("pass 'test-perturb-weight{delta=0.25}' changed the model's outputs "
-                          "beyond its tolerance (atol=1e-05 rtol=1e-05) on input set 0: output 0: "
-                          "max abs error ")
+    assert msg.startswith(
+        "pass 'test-perturb-weight{delta=0.25}' changed the model's outputs "
+        "beyond its tolerance (atol=1e-05 rtol=1e-05) on input set 0: output 0: "
+        "max abs error "
+    )
     assert msg.endswith("; passes before it: test-add-identity")
     assert isinstance(info.value, PassError)
 
@@ -215,8 +238,11 @@ def test_lossy_pass_within_its_declared_bound_passes():
 
 
 def test_pass_that_hides_a_change_is_named():
-    with pytest.raises(PassError, match=r"pass 'test-perturb-weight\{report_change=false\}' changed the "
-                                        r"graph \(parameter 'conv.weight' changed\) but reported changed=False"):
+    with pytest.raises(
+        PassError,
+        match=r"pass 'test-perturb-weight\{report_change=false\}' changed the "
+        r"graph \(parameter 'conv.weight' changed\) but reported changed=False",
+    ):
         run("test-perturb-weight{report_change=false}", instruments=[NumericalVerifier()])
 
 
@@ -234,6 +260,7 @@ def test_no_verifier_no_numeric_check():
 
 # ---- structural verification and failures --------------------------------------------------------
 
+
 def test_dangling_value_is_caught_naming_the_pass():
     with pytest.raises(PassError) as info:
         run("test-add-identity,test-dangle")
@@ -250,8 +277,7 @@ def test_structural_check_can_be_turned_off():
 def test_raising_pass_is_wrapped_naming_it():
     with pytest.raises(PassError) as info:
         run("test-add-identity,test-crash")
-    assert str(info.value) == ("pass 'test-crash' crashed with RuntimeError: boom; "
-                               "passes before it: test-add-identity")
+    assert str(info.value) == ("pass 'test-crash' crashed with RuntimeError: boom; passes before it: test-add-identity")
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
@@ -271,6 +297,9 @@ def test_model_that_cannot_run_on_check_inputs_is_one_clear_error():
 
     ints = (torch.tensor([7, 8]), torch.tensor([1, 2]))
     graph = graphopt.trace(DivByZero(), ints)
-    with pytest.raises(PassError, match=r"numerical verifier could not run the model before pass "
-                                        r"'test-add-identity' on input set 0 \(RuntimeError: ZeroDivisionError"):
+    with pytest.raises(
+        PassError,
+        match=r"numerical verifier could not run the model before pass "
+        r"'test-add-identity' on input set 0 \(RuntimeError: ZeroDivisionError",
+    ):
         Pipeline.parse("test-add-identity").run(graph, PassContext(instruments=[NumericalVerifier()]))

@@ -21,8 +21,10 @@ def graph_with(*steps, inputs=("x",), outputs=None) -> Graph:
     for i in inputs:
         g.add_input(i, T)
     for name, op, ins in steps:
-        args = [g.add_param(v[0][1:], np.full(3, v[1], np.float32), trainable=False) if isinstance(v, tuple)
-                else v for v in ins]
+        args = [
+            g.add_param(v[0][1:], np.full(3, v[1], np.float32), trainable=False) if isinstance(v, tuple) else v
+            for v in ins
+        ]
         g.add_node(op, args, name=name)
     g.set_outputs(list(outputs or [steps[-1][0]]))
     return g
@@ -33,6 +35,7 @@ def captures(g: Graph, pattern: Pat, root: str) -> list[dict[str, str]]:
 
 
 # ---- matching ------------------------------------------------------------------------------
+
 
 def test_nested_pattern_captures_values_and_nodes():
     g = graph_with(("r", "relu", ["x"]), ("e", "exp", ["r"]), ("y", "mul", ["e", ("@c", 2.0)]))
@@ -70,8 +73,12 @@ def test_const_value():
 
 
 def test_commutative_ops_match_either_order():
-    g = graph_with(("r", "relu", ["x"]), ("y", "add", [("@c", 1.0), "r"]),
-                   ("s", "sub", [("@d", 1.0), "y"]), ("m", "maximum", [("@e", 1.0), "s"]))
+    g = graph_with(
+        ("r", "relu", ["x"]),
+        ("y", "add", [("@c", 1.0), "r"]),
+        ("s", "sub", [("@d", 1.0), "y"]),
+        ("m", "maximum", [("@e", 1.0), "s"]),
+    )
     assert captures(g, Pat("add", (Pat("relu", name="r"), Pat.param("c"))), "y") == [{"r": "r", "c": "c"}]
     assert not captures(g, Pat("sub", (Pat.any(), Pat.param())), "s")  # sub is not commutative
     assert captures(g, Pat("sub", (Pat.any(), Pat.param()), commutative=True), "s")
@@ -79,8 +86,13 @@ def test_commutative_ops_match_either_order():
 
 
 def test_repeated_capture_must_bind_one_value_and_backtracks():
-    g = graph_with(("a", "relu", ["x"]), ("b", "relu", ["x"]), ("sq", "mul", ["a", "a"]), ("ab", "mul", ["a", "b"]),
-                   ("y", "add", ["sq", "ab"]))
+    g = graph_with(
+        ("a", "relu", ["x"]),
+        ("b", "relu", ["x"]),
+        ("sq", "mul", ["a", "a"]),
+        ("ab", "mul", ["a", "b"]),
+        ("y", "add", ["sq", "ab"]),
+    )
     same = Pat("mul", (Pat.any("v"), Pat.any("v")))
     assert captures(g, same, "sq") == [{"v": "a"}]
     assert not captures(g, same, "ab")
@@ -91,8 +103,9 @@ def test_repeated_capture_must_bind_one_value_and_backtracks():
 
 def test_either_tries_each_alternative():
     g = graph_with(("d", "div", ["x", ("@c", 2.0)]), ("e", "erf", ["d"]))
-    alt = Pat("erf", (Pat.either(Pat("mul", (Pat.any("x"), Pat.const(0.5))),
-                                 Pat("div", (Pat.any("x"), Pat.const(2.0)))),))
+    alt = Pat(
+        "erf", (Pat.either(Pat("mul", (Pat.any("x"), Pat.const(0.5))), Pat("div", (Pat.any("x"), Pat.const(2.0)))),)
+    )
     assert captures(g, alt, "e") == [{"x": "x"}]
     assert Pat.either(Pat("mul"), Pat(("div", "sub"))).root_ops() == ("mul", "div", "sub")
     assert Pat.either(Pat("mul"), Pat()).root_ops() is None
@@ -115,6 +128,7 @@ def test_single_use_means_read_only_inside_the_match():
 
 # ---- the driver -----------------------------------------------------------------------------
 
+
 def drop_double_neg(graph, m):
     # neg(neg(x)) => x
     x = m["x"]
@@ -136,11 +150,14 @@ def neg_chain(n: int) -> Graph:
 def test_worklist_reaches_the_fixpoint_and_removes_orphans():
     g = neg_chain(7)
     assert apply_rules(g, [DOUBLE_NEG]) == 3
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph chain(%x: f32[2,3]) -> (%out)
   %n6: f32[2,3] = neg(%x)
   %out: f32[2,3] = relu(%n6)
   return %out"""
+    )
     assert apply_rules(g, [DOUBLE_NEG]) == 0
 
 
@@ -168,11 +185,14 @@ def test_rules_enable_each_other():
     add_zero = PatternRule(Pat("add", (Pat.any("x"), Pat.const(0.0))), drop_zero)
     count = apply_rules(g, [add_zero, Rule("relu", fold_relu), DOUBLE_NEG])
     assert count == 2  # x + 0 stays: x is a graph input and y a graph output
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph enable(%x: f32[2,3]) -> (%y)
   @relu_c: f32[3]  (frozen)
   %y: f32[2,3] = add(%x, @relu_c)
   return %y"""
+    )
 
 
 def test_a_rewrite_that_frees_a_value_enables_its_other_reader():
@@ -186,12 +206,15 @@ def test_a_rewrite_that_frees_a_value_enables_its_other_reader():
 
     rules = [DOUBLE_NEG, PatternRule(Pat("exp", (Pat("neg", (Pat.any("x"),)),)), exp_of_neg)]
     assert apply_rules(g, rules) == 2
-    assert str(g) == """\
+    assert (
+        str(g)
+        == """\
 graph g(%x: f32[2,3]) -> (%y)
   %e: f32[2,3] = exp(%x)
   %t: f32[2,3] = reciprocal(%e)
   %y: f32[2,3] = add(%x, %t)
   return %y"""
+    )
 
 
 def test_a_long_chain_completes():

@@ -54,7 +54,7 @@ ROUND_TRIP = [
     OptionsPass(flag=True),
     OptionsPass(count=-7, ratio=1e-05),
     OptionsPass(ratio=float("inf")),
-    OptionsPass(ratio=0.1, label="has spaces, commas, {braces} and \"quotes\" \\ too"),
+    OptionsPass(ratio=0.1, label='has spaces, commas, {braces} and "quotes" \\ too'),
     OptionsPass(label=""),
     OptionsPass(label="none"),
     OptionsPass(label="true"),
@@ -101,11 +101,12 @@ def test_single_value_for_a_list_option():
 
 
 def test_quoted_none_is_text_and_bare_none_is_none():
-    assert Pipeline.parse('test-options{limit=none}').passes[0].limit is None
+    assert Pipeline.parse("test-options{limit=none}").passes[0].limit is None
     assert Pipeline.parse('test-options{label="none"}').passes[0].label == "none"
 
 
 # ---- errors: each names the position, and the caret points at it -------------------------
+
 
 def parse_error(text: str) -> PipelineParseError:
     with pytest.raises(PipelineParseError) as info:
@@ -139,32 +140,38 @@ def test_option_on_a_pass_without_options():
     assert err.position == 11 and "valid options: none" in str(err)
 
 
-@pytest.mark.parametrize("text, position, expected", [
-    ("test-options{count=many}", 19, "option 'count' of pass 'test-options' expects int: got 'many'"),
-    ("test-options{ratio=fast}", 19, "expects float: got 'fast'"),
-    ("test-options{flag=yes}", 18, "expects bool: got 'yes' (write true or false)"),
-    ("test-options{mode=l3}", 18, "expects one of l1|l2|bn-scale: got 'l3'"),
-    ("test-options{bits=3}", 18, "expects one of 2|4|8: got '3'"),
-    ("test-options{limit=lots}", 19, "expects int or none: got 'lots'"),
-    ("test-options{axes=[1,x]}", 18, "expects list of int: got 'x'"),
-    ("test-options{count=[1,2]}", 19, "expects int: got a list [1,2]"),
-])
+@pytest.mark.parametrize(
+    "text, position, expected",
+    [
+        ("test-options{count=many}", 19, "option 'count' of pass 'test-options' expects int: got 'many'"),
+        ("test-options{ratio=fast}", 19, "expects float: got 'fast'"),
+        ("test-options{flag=yes}", 18, "expects bool: got 'yes' (write true or false)"),
+        ("test-options{mode=l3}", 18, "expects one of l1|l2|bn-scale: got 'l3'"),
+        ("test-options{bits=3}", 18, "expects one of 2|4|8: got '3'"),
+        ("test-options{limit=lots}", 19, "expects int or none: got 'lots'"),
+        ("test-options{axes=[1,x]}", 18, "expects list of int: got 'x'"),
+        ("test-options{count=[1,2]}", 19, "expects int: got a list [1,2]"),
+    ],
+)
 def test_wrong_type_names_option_type_and_position(text, position, expected):
     err = parse_error(text)
     assert err.position == position
     assert expected in str(err)
 
 
-@pytest.mark.parametrize("text, position, expected", [
-    ("test-plain,,test-plain", 11, "expected a pass name, found ','"),
-    ("test-plain,", 11, "expected a pass name, found end of text"),
-    ("test-plain test-plain", 11, "expected ',', found 't'"),
-    ("Test-plain", 0, "expected a pass name, found 'T'"),
-    ("test-options{count=1", 20, "expected an option name or '}'"),
-    ("test-options{count 1}", 19, "expected '=', found '1'"),
-    ("test-options{count=}", 19, "expected a value"),
-    ("test-options{axes=[1,2}", 22, "expected ',', found '}'"),
-])
+@pytest.mark.parametrize(
+    "text, position, expected",
+    [
+        ("test-plain,,test-plain", 11, "expected a pass name, found ','"),
+        ("test-plain,", 11, "expected a pass name, found end of text"),
+        ("test-plain test-plain", 11, "expected ',', found 't'"),
+        ("Test-plain", 0, "expected a pass name, found 'T'"),
+        ("test-options{count=1", 20, "expected an option name or '}'"),
+        ("test-options{count 1}", 19, "expected '=', found '1'"),
+        ("test-options{count=}", 19, "expected a value"),
+        ("test-options{axes=[1,2}", 22, "expected ',', found '}'"),
+    ],
+)
 def test_bad_syntax_names_position(text, position, expected):
     err = parse_error(text)
     assert err.position == position

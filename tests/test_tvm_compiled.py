@@ -102,15 +102,17 @@ def test_two_inputs_mixed_dtypes():
     assert [s.name for s in m.inputs] == ["a", "b"] and m.inputs[1].dtype == "int32"
 
 
-@pytest.mark.parametrize("args,match", [
-    ((), r"takes 1 input\(s\) \(x\), got 0"),
-    ((np.zeros((1, 3, 8, 8), "float32"),) * 2, r"takes 1 input\(s\) \(x\), got 2"),
-    ((np.zeros((1, 3, 8, 9), "float32"),),
-     r"input 'x' expects float32\[1,3,8,8\], got float32\[1,3,8,9\]"),
-    ((np.zeros((1, 3, 8, 8), "float64"),), r"input 'x' expects float32\[1,3,8,8\], got float64"),
-    ((torch.zeros(1, 3, 8, 8, dtype=torch.float16),), r"input 'x' expects float32.*got float16"),
-    (([[1.0]],), r"input 'x' must be a numpy array or torch tensor, got list"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((), r"takes 1 input\(s\) \(x\), got 0"),
+        ((np.zeros((1, 3, 8, 8), "float32"),) * 2, r"takes 1 input\(s\) \(x\), got 2"),
+        ((np.zeros((1, 3, 8, 9), "float32"),), r"input 'x' expects float32\[1,3,8,8\], got float32\[1,3,8,9\]"),
+        ((np.zeros((1, 3, 8, 8), "float64"),), r"input 'x' expects float32\[1,3,8,8\], got float64"),
+        ((torch.zeros(1, 3, 8, 8, dtype=torch.float16),), r"input 'x' expects float32.*got float16"),
+        (([[1.0]],), r"input 'x' must be a numpy array or torch tensor, got list"),
+    ],
+)
 def test_wrong_inputs_are_named(model, args, match):
     with pytest.raises(BackendError, match=match):
         model(*args)
@@ -163,6 +165,7 @@ def test_load_errors(model, tmp_path):
 
 # --- cross target (aarch64) --------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def arm_model():
     return compile_graph(small_net(), "arm")
@@ -176,8 +179,11 @@ def _elf_machine(path) -> int:
 
 def test_cross_model_refuses_local_call(arm_model, x):
     assert arm_model.is_cross
-    with pytest.raises(BackendError, match=r"compiled for aarch64, which this .* machine cannot "
-                                           r"run \(a cross target\).*run_remote\(session"):
+    with pytest.raises(
+        BackendError,
+        match=r"compiled for aarch64, which this .* machine cannot "
+        r"run \(a cross target\).*run_remote\(session",
+    ):
         arm_model(x)
 
 
@@ -214,6 +220,7 @@ def test_cross_model_runs_remotely(arm_model, x, tmp_path):
 
 
 # --- CUDA ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def cuda_model():

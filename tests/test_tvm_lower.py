@@ -81,33 +81,52 @@ def pool_attrs(k=(3, 3), s=(2, 2), pads=(1, 1, 1, 1), ceil_mode=False, **kw):
     return dict(kernel_size=k, stride=s, pads=pads, ceil_mode=ceil_mode, **kw)
 
 
-UNARY = ["relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "neg", "exp", "erf",
-         "abs", "reciprocal"]
+UNARY = ["relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "neg", "exp", "erf", "abs", "reciprocal"]
 POSITIVE = ["log", "sqrt", "rsqrt"]
 BINARY = ["add", "sub", "mul", "div", "maximum", "minimum"]
-HALVES = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 126.5, 127.5, -128.5, 300.0, -300.0, 0.26],
-                  dtype="float32")
+HALVES = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 126.5, 127.5, -128.5, 300.0, -300.0, 0.26], dtype="float32")
 
 CASES = [
     # conv: 2-d, stride, groups, depthwise, dilation, asymmetric pads, 1-d
-    ("conv2d", "conv", [I(rand(1, 3, 8, 8)), P(rand(4, 3, 3, 3)), P(rand(4))],
-     conv_attrs(pads=(1, 1, 1, 1))),
-    ("conv2d-stride-nobias", "conv", [I(rand(2, 3, 9, 9)), P(rand(4, 3, 3, 3))],
-     conv_attrs(stride=(2, 2))),
-    ("conv2d-groups", "conv", [I(rand(1, 4, 7, 7)), P(rand(6, 2, 3, 3)), P(rand(6))],
-     conv_attrs(pads=(1, 1, 1, 1), groups=2)),
-    ("conv2d-depthwise", "conv", [I(rand(1, 4, 8, 8)), P(rand(4, 1, 3, 3)), P(rand(4))],
-     conv_attrs(stride=(2, 2), pads=(1, 1, 1, 1), groups=4)),
-    ("conv2d-dilation", "conv", [I(rand(1, 2, 9, 9)), P(rand(3, 2, 3, 3))],
-     conv_attrs(pads=(2, 2, 2, 2), dilation=(2, 2))),
-    ("conv2d-asym-pads", "conv", [I(rand(1, 2, 8, 8)), P(rand(3, 2, 3, 3)), P(rand(3))],
-     conv_attrs(stride=(2, 2), pads=(0, 1, 1, 2))),
-    ("conv1d", "conv", [I(rand(2, 3, 10)), P(rand(5, 3, 3)), P(rand(5))],
-     dict(stride=(2,), pads=(1, 0), dilation=(1,))),
-    ("conv1d-groups-dilation", "conv", [I(rand(1, 4, 12)), P(rand(4, 2, 3))],
-     dict(stride=(1,), pads=(2, 2), dilation=(2,), groups=2)),
-    ("conv2d-input-weight", "conv", [I(rand(1, 2, 5, 5)), I(rand(3, 2, 3, 3))],
-     conv_attrs()),
+    ("conv2d", "conv", [I(rand(1, 3, 8, 8)), P(rand(4, 3, 3, 3)), P(rand(4))], conv_attrs(pads=(1, 1, 1, 1))),
+    ("conv2d-stride-nobias", "conv", [I(rand(2, 3, 9, 9)), P(rand(4, 3, 3, 3))], conv_attrs(stride=(2, 2))),
+    (
+        "conv2d-groups",
+        "conv",
+        [I(rand(1, 4, 7, 7)), P(rand(6, 2, 3, 3)), P(rand(6))],
+        conv_attrs(pads=(1, 1, 1, 1), groups=2),
+    ),
+    (
+        "conv2d-depthwise",
+        "conv",
+        [I(rand(1, 4, 8, 8)), P(rand(4, 1, 3, 3)), P(rand(4))],
+        conv_attrs(stride=(2, 2), pads=(1, 1, 1, 1), groups=4),
+    ),
+    (
+        "conv2d-dilation",
+        "conv",
+        [I(rand(1, 2, 9, 9)), P(rand(3, 2, 3, 3))],
+        conv_attrs(pads=(2, 2, 2, 2), dilation=(2, 2)),
+    ),
+    (
+        "conv2d-asym-pads",
+        "conv",
+        [I(rand(1, 2, 8, 8)), P(rand(3, 2, 3, 3)), P(rand(3))],
+        conv_attrs(stride=(2, 2), pads=(0, 1, 1, 2)),
+    ),
+    (
+        "conv1d",
+        "conv",
+        [I(rand(2, 3, 10)), P(rand(5, 3, 3)), P(rand(5))],
+        dict(stride=(2,), pads=(1, 0), dilation=(1,)),
+    ),
+    (
+        "conv1d-groups-dilation",
+        "conv",
+        [I(rand(1, 4, 12)), P(rand(4, 2, 3))],
+        dict(stride=(1,), pads=(2, 2), dilation=(2,), groups=2),
+    ),
+    ("conv2d-input-weight", "conv", [I(rand(1, 2, 5, 5)), I(rand(3, 2, 3, 3))], conv_attrs()),
     # linear algebra and normalization
     ("linear", "linear", [I(rand(2, 5, 8)), P(rand(6, 8)), P(rand(6))], {}),
     ("linear-nobias", "linear", [I(rand(3, 8)), P(rand(6, 8))], {}),
@@ -115,13 +134,20 @@ CASES = [
     ("matmul-broadcast", "matmul", [I(rand(2, 1, 3, 4)), I(rand(3, 4, 5))], {}),
     ("matmul-vec-mat", "matmul", [I(rand(4)), I(rand(4, 5))], {}),
     ("matmul-mat-vec", "matmul", [I(rand(3, 4)), I(rand(4))], {}),
-    ("batch_norm", "batch_norm", [I(rand(2, 4, 5, 5)), P(rand(4)), P(rand(4)), P(rand(4)),
-                                  P(rand(4, lo=0.1, hi=2.0))], dict(eps=1e-3)),
-    ("batch_norm-2d", "batch_norm", [I(rand(3, 4)), P(rand(4)), P(rand(4)), P(rand(4)),
-                                     P(rand(4, lo=0.1, hi=2.0))], {}),
+    (
+        "batch_norm",
+        "batch_norm",
+        [I(rand(2, 4, 5, 5)), P(rand(4)), P(rand(4)), P(rand(4)), P(rand(4, lo=0.1, hi=2.0))],
+        dict(eps=1e-3),
+    ),
+    (
+        "batch_norm-2d",
+        "batch_norm",
+        [I(rand(3, 4)), P(rand(4)), P(rand(4)), P(rand(4)), P(rand(4, lo=0.1, hi=2.0))],
+        {},
+    ),
     ("layer_norm", "layer_norm", [I(rand(2, 5, 8)), P(rand(8)), P(rand(8))], dict(normalized_shape=(8,))),
-    ("layer_norm-2dims-noaffine", "layer_norm", [I(rand(2, 5, 8))],
-     dict(normalized_shape=(5, 8), eps=1e-6)),
+    ("layer_norm-2dims-noaffine", "layer_norm", [I(rand(2, 5, 8))], dict(normalized_shape=(5, 8), eps=1e-6)),
     # elementwise
     *[(op, op, [I(rand(2, 3, 4, 5, lo=-4, hi=4))], {}) for op in UNARY],
     *[(op, op, [I(rand(2, 3, 4, 5, lo=0.1, hi=4))], {}) for op in POSITIVE],
@@ -139,35 +165,49 @@ CASES = [
     ("div-int", "div", [I(ints(2, 3, lo=1, dtype="int64")), I(ints(2, 3, lo=1, dtype="int64"))], {}),
     # pooling and reductions
     ("max_pool2d", "max_pool", [I(rand(1, 3, 8, 8))], pool_attrs(dilation=(1, 1))),
-    ("max_pool2d-ceil", "max_pool", [I(rand(1, 2, 8, 8))],
-     pool_attrs(pads=(0, 0, 0, 0), ceil_mode=True, dilation=(1, 1))),
-    ("max_pool2d-ceil-pad", "max_pool", [I(rand(1, 2, 10, 9))],
-     pool_attrs(k=(2, 3), s=(3, 2), pads=(1, 1, 1, 1), ceil_mode=True, dilation=(1, 1))),
-    ("max_pool2d-dilation", "max_pool", [I(rand(1, 2, 9, 9))],
-     pool_attrs(pads=(0, 0, 0, 0), s=(1, 1), dilation=(2, 2))),
-    ("max_pool2d-asym-pads", "max_pool", [I(rand(1, 2, 7, 7))],
-     pool_attrs(k=(2, 2), pads=(0, 0, 1, 1), dilation=(1, 1))),
-    ("max_pool1d", "max_pool", [I(rand(2, 3, 11))],
-     dict(kernel_size=(3,), stride=(2,), pads=(1, 1), dilation=(1,))),
+    (
+        "max_pool2d-ceil",
+        "max_pool",
+        [I(rand(1, 2, 8, 8))],
+        pool_attrs(pads=(0, 0, 0, 0), ceil_mode=True, dilation=(1, 1)),
+    ),
+    (
+        "max_pool2d-ceil-pad",
+        "max_pool",
+        [I(rand(1, 2, 10, 9))],
+        pool_attrs(k=(2, 3), s=(3, 2), pads=(1, 1, 1, 1), ceil_mode=True, dilation=(1, 1)),
+    ),
+    (
+        "max_pool2d-dilation",
+        "max_pool",
+        [I(rand(1, 2, 9, 9))],
+        pool_attrs(pads=(0, 0, 0, 0), s=(1, 1), dilation=(2, 2)),
+    ),
+    (
+        "max_pool2d-asym-pads",
+        "max_pool",
+        [I(rand(1, 2, 7, 7))],
+        pool_attrs(k=(2, 2), pads=(0, 0, 1, 1), dilation=(1, 1)),
+    ),
+    ("max_pool1d", "max_pool", [I(rand(2, 3, 11))], dict(kernel_size=(3,), stride=(2,), pads=(1, 1), dilation=(1,))),
     ("avg_pool2d", "avg_pool", [I(rand(1, 3, 8, 8))], pool_attrs()),
-    ("avg_pool2d-exclude-pad", "avg_pool", [I(rand(1, 3, 8, 8))],
-     pool_attrs(count_include_pad=False)),
+    ("avg_pool2d-exclude-pad", "avg_pool", [I(rand(1, 3, 8, 8))], pool_attrs(count_include_pad=False)),
     ("avg_pool2d-ceil", "avg_pool", [I(rand(1, 2, 8, 8))], pool_attrs(ceil_mode=True)),
-    ("avg_pool2d-ceil-nopad", "avg_pool", [I(rand(1, 2, 7, 8))],
-     pool_attrs(k=(2, 2), pads=(0, 0, 0, 0), ceil_mode=True)),
-    ("avg_pool2d-ceil-exclude", "avg_pool", [I(rand(1, 2, 8, 8))],
-     pool_attrs(ceil_mode=True, count_include_pad=False)),
-    ("avg_pool1d", "avg_pool", [I(rand(2, 3, 11))],
-     dict(kernel_size=(3,), stride=(2,), pads=(1, 1))),
+    (
+        "avg_pool2d-ceil-nopad",
+        "avg_pool",
+        [I(rand(1, 2, 7, 8))],
+        pool_attrs(k=(2, 2), pads=(0, 0, 0, 0), ceil_mode=True),
+    ),
+    ("avg_pool2d-ceil-exclude", "avg_pool", [I(rand(1, 2, 8, 8))], pool_attrs(ceil_mode=True, count_include_pad=False)),
+    ("avg_pool1d", "avg_pool", [I(rand(2, 3, 11))], dict(kernel_size=(3,), stride=(2,), pads=(1, 1))),
     ("adaptive_avg_pool-global", "adaptive_avg_pool", [I(rand(2, 3, 7, 7))], dict(output_size=(1, 1))),
     ("adaptive_avg_pool-uneven", "adaptive_avg_pool", [I(rand(1, 3, 7, 10))], dict(output_size=(3, 4))),
     ("adaptive_avg_pool1d", "adaptive_avg_pool", [I(rand(1, 3, 10))], dict(output_size=(3,))),
     ("adaptive_avg_pool-divisible", "adaptive_avg_pool", [I(rand(1, 3, 8, 6))], dict(output_size=(4, 3))),
-    ("adaptive_avg_pool3d-uneven", "adaptive_avg_pool", [I(rand(1, 2, 5, 6, 7))],
-     dict(output_size=(2, 4, 3))),
+    ("adaptive_avg_pool3d-uneven", "adaptive_avg_pool", [I(rand(1, 2, 5, 6, 7))], dict(output_size=(2, 4, 3))),
     ("adaptive_max_pool-divisible", "adaptive_max_pool", [I(rand(1, 3, 8, 6))], dict(output_size=(2, 3))),
-    ("adaptive_max_pool3d-uneven", "adaptive_max_pool", [I(rand(1, 2, 5, 6, 7))],
-     dict(output_size=(3, 4, 2))),
+    ("adaptive_max_pool3d-uneven", "adaptive_max_pool", [I(rand(1, 2, 5, 6, 7))], dict(output_size=(3, 4, 2))),
     ("adaptive_max_pool-global", "adaptive_max_pool", [I(rand(2, 3, 7, 7))], dict(output_size=(1, 1))),
     ("adaptive_max_pool-uneven", "adaptive_max_pool", [I(rand(1, 3, 7, 10))], dict(output_size=(3, 4))),
     ("adaptive_max_pool1d", "adaptive_max_pool", [I(rand(1, 3, 10))], dict(output_size=(4,))),
@@ -193,46 +233,80 @@ CASES = [
     ("expand-same-rank", "expand", [I(rand(1, 3, 1))], dict(shape=(2, 3, 5))),
     ("slice", "slice", [I(rand(2, 6, 4))], dict(axis=1, start=1, end=4)),
     ("slice-step", "slice", [I(rand(2, 7, 4))], dict(axis=1, start=0, end=7, step=2)),
-    ("slice-negative-open", "slice", [I(rand(2, 6, 5))],
-     dict(axis=-1, start=-3, end=2 ** 63 - 1)),
+    ("slice-negative-open", "slice", [I(rand(2, 6, 5))], dict(axis=-1, start=-3, end=2**63 - 1)),
     ("select", "select", [I(rand(2, 6, 4))], dict(axis=1, index=-1)),
     ("select-first", "select", [I(rand(3, 4))], dict(axis=0, index=1)),
     ("embedding", "embedding", [I(rng.integers(0, 10, size=(2, 5))), P(rand(10, 4))], {}),
-    ("embedding-int32", "embedding", [I(rng.integers(0, 10, size=(7,)).astype("int32")),
-                                      P(rand(10, 4))], {}),
+    ("embedding-int32", "embedding", [I(rng.integers(0, 10, size=(7,)).astype("int32")), P(rand(10, 4))], {}),
     ("cast-float-int", "cast", [I(rand(2, 8, lo=-10, hi=10))], dict(dtype="int32")),
-    ("cast-float-bool", "cast", [I(np.array([[0.0, 0.5, -0.25, 2.0], [0.0, 0.0, 1e-3, -3.0]],
-                                            dtype="float32"))], dict(dtype="bool")),
+    (
+        "cast-float-bool",
+        "cast",
+        [I(np.array([[0.0, 0.5, -0.25, 2.0], [0.0, 0.0, 1e-3, -3.0]], dtype="float32"))],
+        dict(dtype="bool"),
+    ),
     ("cast-int-float", "cast", [I(ints(2, 8, dtype="int64"))], dict(dtype="float32")),
     ("cast-half", "cast", [I(rand(2, 8))], dict(dtype="float16")),
     ("identity", "identity", [I(rand(2, 3))], {}),
     ("dropout", "dropout", [I(rand(2, 3))], dict(p=0.1)),
     # quantization: per-tensor, halves (round-to-even), saturation, uint8, per-channel
     ("quantize", "quantize", [I(HALVES), P(np.array(1.0, "float32")), P(np.array(0, "int8"))], {}),
-    ("quantize-zp", "quantize", [I(rand(2, 3, 8, lo=-3, hi=3)), P(np.array(0.02, "float32")),
-                                 P(np.array(5, "int8"))], {}),
-    ("quantize-uint8", "quantize", [I(rand(2, 8, lo=-1, hi=3)), P(np.array(0.01, "float32")),
-                                    P(np.array(128, "uint8"))], dict(dtype="uint8")),
-    ("quantize-per-channel", "quantize", [I(rand(2, 3, 4, 4)), P(rand(3, lo=0.005, hi=0.02)),
-                                          P(ints(3, lo=-5, hi=5))], dict(axis=1)),
-    ("quantize-per-channel-neg-axis", "quantize", [I(rand(2, 4, 3)), P(rand(3, lo=0.005, hi=0.02)),
-                                                   P(ints(3, lo=-5, hi=5))], dict(axis=-1)),
-    ("quantize-vec-scale", "quantize", [I(rand(4, 3)), P(np.array([0.01], "float32")),
-                                        P(np.array([3], "int8"))], {}),
-    ("quantize-broadcast-scale", "quantize", [I(rand(4, 3)), P(rand(3, lo=0.005, hi=0.02)),
-                                              P(ints(3, lo=-5, hi=5))], {}),
-    ("dequantize-broadcast-scale", "dequantize", [I(ints(4, 3)), P(rand(3, lo=0.005, hi=0.02)),
-                                                  P(ints(3, lo=-5, hi=5))], {}),
-    ("dequantize", "dequantize", [I(ints(2, 3, 8)), P(np.array(0.05, "float32")),
-                                  P(np.array(-3, "int8"))], {}),
-    ("dequantize-per-channel", "dequantize", [P(ints(4, 3, 3, 3, lo=-127, hi=127)),
-                                              P(rand(4, lo=0.001, hi=0.01)),
-                                              P(np.zeros(4, "int8"))], dict(axis=0)),
-    ("dequantize-uint8", "dequantize", [I(ints(2, 8, lo=0, hi=255, dtype="uint8")),
-                                        P(np.array(0.1, "float32")), P(np.array(128, "uint8"))], {}),
-    ("dequantize-int32", "dequantize", [P(ints(6, lo=-10000, hi=10000, dtype="int32")),
-                                        P(rand(6, lo=1e-4, hi=1e-3)), P(np.zeros(6, "int32"))],
-     dict(axis=0)),
+    (
+        "quantize-zp",
+        "quantize",
+        [I(rand(2, 3, 8, lo=-3, hi=3)), P(np.array(0.02, "float32")), P(np.array(5, "int8"))],
+        {},
+    ),
+    (
+        "quantize-uint8",
+        "quantize",
+        [I(rand(2, 8, lo=-1, hi=3)), P(np.array(0.01, "float32")), P(np.array(128, "uint8"))],
+        dict(dtype="uint8"),
+    ),
+    (
+        "quantize-per-channel",
+        "quantize",
+        [I(rand(2, 3, 4, 4)), P(rand(3, lo=0.005, hi=0.02)), P(ints(3, lo=-5, hi=5))],
+        dict(axis=1),
+    ),
+    (
+        "quantize-per-channel-neg-axis",
+        "quantize",
+        [I(rand(2, 4, 3)), P(rand(3, lo=0.005, hi=0.02)), P(ints(3, lo=-5, hi=5))],
+        dict(axis=-1),
+    ),
+    ("quantize-vec-scale", "quantize", [I(rand(4, 3)), P(np.array([0.01], "float32")), P(np.array([3], "int8"))], {}),
+    (
+        "quantize-broadcast-scale",
+        "quantize",
+        [I(rand(4, 3)), P(rand(3, lo=0.005, hi=0.02)), P(ints(3, lo=-5, hi=5))],
+        {},
+    ),
+    (
+        "dequantize-broadcast-scale",
+        "dequantize",
+        [I(ints(4, 3)), P(rand(3, lo=0.005, hi=0.02)), P(ints(3, lo=-5, hi=5))],
+        {},
+    ),
+    ("dequantize", "dequantize", [I(ints(2, 3, 8)), P(np.array(0.05, "float32")), P(np.array(-3, "int8"))], {}),
+    (
+        "dequantize-per-channel",
+        "dequantize",
+        [P(ints(4, 3, 3, 3, lo=-127, hi=127)), P(rand(4, lo=0.001, hi=0.01)), P(np.zeros(4, "int8"))],
+        dict(axis=0),
+    ),
+    (
+        "dequantize-uint8",
+        "dequantize",
+        [I(ints(2, 8, lo=0, hi=255, dtype="uint8")), P(np.array(0.1, "float32")), P(np.array(128, "uint8"))],
+        {},
+    ),
+    (
+        "dequantize-int32",
+        "dequantize",
+        [P(ints(6, lo=-10000, hi=10000, dtype="int32")), P(rand(6, lo=1e-4, hi=1e-3)), P(np.zeros(6, "int32"))],
+        dict(axis=0),
+    ),
 ]
 
 
@@ -252,8 +326,9 @@ def test_dequantize_constant_graph_output_is_lowered():
     g = Graph("consts")
     x = g.add_input("x", TensorType((2,), "float32"))
     w = g.add_param("w", ints(3, 2))
-    dq = g.add_node("dequantize", [w, g.add_param("s", np.array(0.5, "float32")),
-                                   g.add_param("z", np.array(0, "int8"))])
+    dq = g.add_node(
+        "dequantize", [w, g.add_param("s", np.array(0.5, "float32")), g.add_param("z", np.array(0, "int8"))]
+    )
     g.set_outputs([dq.output, x])
     check(g, [rand(2)])
 
@@ -266,13 +341,19 @@ def test_split_outputs_are_a_tuple():
 
 # --- whole models -------------------------------------------------------------------
 
+
 def _conv_bn_relu(g, x, cin, cout, stride, relu=True, name="c"):
     w = g.add_param(f"{name}.w", rand(cout, cin, 3, 3) * 0.3)
-    c = g.add_node("conv", [x, w], attrs=conv_attrs(stride=(stride, stride), pads=(1, 1, 1, 1)),
-                   name=name).output
-    bn = [g.add_param(f"{name}.bn.{k}", v) for k, v in
-          [("w", rand(cout, lo=0.5, hi=1.5)), ("b", rand(cout)), ("m", rand(cout)),
-           ("v", rand(cout, lo=0.5, hi=2.0))]]
+    c = g.add_node("conv", [x, w], attrs=conv_attrs(stride=(stride, stride), pads=(1, 1, 1, 1)), name=name).output
+    bn = [
+        g.add_param(f"{name}.bn.{k}", v)
+        for k, v in [
+            ("w", rand(cout, lo=0.5, hi=1.5)),
+            ("b", rand(cout)),
+            ("m", rand(cout)),
+            ("v", rand(cout, lo=0.5, hi=2.0)),
+        ]
+    ]
     y = g.add_node("batch_norm", [c, *bn], name=f"{name}.bn").output
     return g.add_node("relu", [y], name=f"{name}.relu").output if relu else y
 
@@ -320,7 +401,7 @@ def transformer_block(seq=8, dim=16, heads=2) -> Graph:
     q, k, v = heads_of(q, "q"), heads_of(k, "k"), heads_of(v, "v")
     kt = g.add_node("permute", [k], attrs=dict(perm=(0, 1, 3, 2))).output
     s = g.add_node("matmul", [q, kt]).output
-    s = g.add_node("mul", [s, g.add_param("scale", np.array(hd ** -0.5, "float32"))]).output
+    s = g.add_node("mul", [s, g.add_param("scale", np.array(hd**-0.5, "float32"))]).output
     a = g.add_node("softmax", [s], attrs=dict(axis=-1)).output
     o = g.add_node("matmul", [a, v]).output
     o = g.add_node("permute", [o], attrs=dict(perm=(0, 2, 1, 3))).output
@@ -348,8 +429,11 @@ def qdq_net() -> Graph:
     return g
 
 
-@pytest.mark.parametrize("make,shape", [(conv_net, (2, 3, 16, 16)), (transformer_block, (1, 8, 16)),
-                                        (qdq_net, (1, 3, 8, 8))], ids=["convnet", "transformer", "qdq"])
+@pytest.mark.parametrize(
+    "make,shape",
+    [(conv_net, (2, 3, 16, 16)), (transformer_block, (1, 8, 16)), (qdq_net, (1, 3, 8, 8))],
+    ids=["convnet", "transformer", "qdq"],
+)
 def test_whole_model(make, shape):
     g = make()
     g.verify()
@@ -358,19 +442,28 @@ def test_whole_model(make, shape):
 
 def test_relax_names_follow_the_graph():
     text = lower_to_relax(conv_net()).script()
-    assert "stem_bn" in text and "def main(x: R.Tensor((2, 3, 16, 16), dtype=\"float32\"))" in text
+    assert "stem_bn" in text and 'def main(x: R.Tensor((2, 3, 16, 16), dtype="float32"))' in text
 
 
 # --- errors ----------------------------------------------------------------------------
 
+
 def test_opaque_node_is_named():
     g = Graph("opaque")
     x = g.add_input("x", TensorType((2, 3)))
-    n = g.add_node("opaque", [x], name="flip", output_types=[TensorType((2, 3))],
-                   attrs={"framework": "torch", "target": "aten.flip.default", "args": (), "kwargs": {}})
+    n = g.add_node(
+        "opaque",
+        [x],
+        name="flip",
+        output_types=[TensorType((2, 3))],
+        attrs={"framework": "torch", "target": "aten.flip.default", "args": (), "kwargs": {}},
+    )
     g.set_outputs(n.outputs)
-    with pytest.raises(BackendError, match=r"node 'flip' \(opaque aten.flip.default\) cannot be "
-                                           r"lowered to TVM"):
+    with pytest.raises(
+        BackendError,
+        match=r"node 'flip' \(opaque aten.flip.default\) cannot be "
+        r"lowered to TVM",
+    ):
         lower_to_relax(g)
 
 

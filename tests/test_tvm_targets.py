@@ -111,13 +111,8 @@ def test_fingerprint_is_stable_and_distinguishes_targets():
     prints = {name: target_fingerprint(name) for name in PRESETS}
     assert prints["x86"].startswith("llvm-") and prints["cuda-sm90"].startswith("cuda-")
     assert len({prints[n] for n in ("x86", "arm", "arm-dotprod", "cuda-sm80", "cuda-sm90")}) == 5
-    assert target_fingerprint({"kind": "llvm", "num-cores": 2}) != target_fingerprint(
-        {"kind": "llvm", "num-cores": 4}
-    )
+    assert target_fingerprint({"kind": "llvm", "num-cores": 2}) != target_fingerprint({"kind": "llvm", "num-cores": 4})
     # The same in a fresh process (no hash randomisation, no object ids).
-    code = (
-        "from graphopt.backends.tvm.targets import target_fingerprint as f;"
-        "print(f('arm'), f('cuda-sm90'), f('x86'))"
-    )
+    code = "from graphopt.backends.tvm.targets import target_fingerprint as f;print(f('arm'), f('cuda-sm90'), f('x86'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [prints["arm"], prints["cuda-sm90"], prints["x86"]]

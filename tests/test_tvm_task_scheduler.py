@@ -22,8 +22,7 @@ from graphopt.frontends.fx import trace
 
 @pytest.mark.slow
 def test_first_task_is_on_disk_before_the_second_is_tuned(tmp_path):
-    model = nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 24), nn.Tanh(),
-                          nn.Linear(24, 8)).eval()
+    model = nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 24), nn.Tanh(), nn.Linear(24, 8)).eval()
     mod = lower_to_relax(trace(model, (torch.randn(2, 32),)))
     records = tmp_path / "database_tuning_record.json"
     log = tmp_path / "logs" / "tvm.s_tir.meta_schedule.logging.task_scheduler.log"

@@ -28,7 +28,7 @@ from tvm import relax  # noqa: E402
 from tvm.relax.frontend.torch import from_exported_program  # noqa: E402
 
 from graphopt.backends.tvm.schedule import apply_database, build, legalize  # noqa: E402
-from graphopt.backends.tvm.targets import resolve_target, target_fingerprint  # noqa: E402
+from graphopt.backends.tvm.targets import target_fingerprint  # noqa: E402
 from graphopt.backends.tvm.tuning import (  # noqa: E402
     METADATA_FILE,
     RECORD_FILE,
@@ -242,9 +242,7 @@ def test_sigkill_loses_no_finished_record(tmp_path):
     tune(mod, "x86", work_dir, TRIALS, progress=events.append, num_trials_per_iter=per_iter)
     assert events[0].trials == kept  # resumed from the killed run's records
     assert len(records(work_dir)) == TRIALS
-    np.testing.assert_allclose(
-        run(build(mod, "x86", load_database(work_dir, "x86")), x), expected, atol=1e-5
-    )
+    np.testing.assert_allclose(run(build(mod, "x86", load_database(work_dir, "x86")), x), expected, atol=1e-5)
 
 
 @pytest.mark.slow

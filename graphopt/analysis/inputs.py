@@ -33,8 +33,9 @@ _POSITIVE_ONNX = {"Log", "Sqrt"}
 
 
 def _index_bound(graph: "Graph", name: str) -> int:
-    bounds = [graph.type_of(n.inputs[1]).shape[0] for n in graph.users(name)
-              if n.op == "embedding" and n.inputs[0] == name]
+    bounds = [
+        graph.type_of(n.inputs[1]).shape[0] for n in graph.users(name) if n.op == "embedding" and n.inputs[0] == name
+    ]
     return int(min(bounds)) if bounds else 2
 
 
@@ -58,13 +59,13 @@ def _operand(node: "Node", position: int) -> str | None:
 
 
 def _is_divisor(graph: "Graph", name: str) -> bool:
-    return any(_kind(n, _DIVIDE, _DIVIDE_TORCH, _DIVIDE_ONNX) and _operand(n, 1) == name
-               for n in graph.users(name))
+    return any(_kind(n, _DIVIDE, _DIVIDE_TORCH, _DIVIDE_ONNX) and _operand(n, 1) == name for n in graph.users(name))
 
 
 def _needs_positive(graph: "Graph", name: str) -> bool:
-    return any(_kind(n, _POSITIVE, _POSITIVE_TORCH, _POSITIVE_ONNX) and _operand(n, 0) == name
-               for n in graph.users(name))
+    return any(
+        _kind(n, _POSITIVE, _POSITIVE_TORCH, _POSITIVE_ONNX) and _operand(n, 0) == name for n in graph.users(name)
+    )
 
 
 def sample_inputs(graph: "Graph", seed: int = 0) -> list[np.ndarray]:
@@ -76,8 +77,10 @@ def sample_inputs(graph: "Graph", seed: int = 0) -> list[np.ndarray]:
         shape = tuple(d if isinstance(d, int) else 1 for d in t.shape)
         size = int(np.prod(shape, dtype=object))
         if size > MAX_ELEMENTS:
-            raise GraphoptError(f"graph input '{name}' has shape {list(t.shape)} ({size} elements): too "
-                                f"large to sample verification inputs for (limit {MAX_ELEMENTS} elements)")
+            raise GraphoptError(
+                f"graph input '{name}' has shape {list(t.shape)} ({size} elements): too "
+                f"large to sample verification inputs for (limit {MAX_ELEMENTS} elements)"
+            )
         if t.dtype.startswith("float") or t.dtype == "bfloat16":
             x = rng.standard_normal(shape)
             if _needs_positive(graph, name):

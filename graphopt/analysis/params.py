@@ -59,8 +59,16 @@ def count_param(name: str, p: "Parameter") -> ParamCount:
     t = TensorType.of(p.data)
     nbytes = int(p.encoding.nbytes) if p.encoding is not None else t.nbytes
     elements = int(p.data.size)
-    return ParamCount(name, elements, nbytes, t.dtype, 8.0 * nbytes / max(elements, 1), p.sparsity,
-                      p.trainable, None if p.encoding is None else p.encoding.describe())
+    return ParamCount(
+        name,
+        elements,
+        nbytes,
+        t.dtype,
+        8.0 * nbytes / max(elements, 1),
+        p.sparsity,
+        p.trainable,
+        None if p.encoding is None else p.encoding.describe(),
+    )
 
 
 def count_params(graph: "Graph") -> ParamSummary:

@@ -6,8 +6,8 @@ onnxruntime's failures become one-line `BackendError`s naming the node and op at
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -31,8 +31,10 @@ def ort_session(model: onnx.ModelProto | str | Path, *, threads: int | None = No
         raise BackendError(f"onnxruntime cannot load {_culprit(model, str(e))}: {_message(e)}") from None
 
 
-def run_onnx(model: onnx.ModelProto | str | Path, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
-             ) -> list[np.ndarray]:
+def run_onnx(
+    model: onnx.ModelProto | str | Path,
+    inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
+) -> list[np.ndarray]:
     """Run `model` in onnxruntime; inputs in graph-input order or by name."""
     sess = ort_session(model)
     names = [i.name for i in sess.get_inputs()]

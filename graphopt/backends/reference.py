@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,8 +23,9 @@ def ordered_inputs(graph: "Graph", inputs) -> list:
         return [inputs[i] for i in graph.inputs]
     inputs = list(inputs) if isinstance(inputs, Sequence) else [inputs]
     if len(inputs) != len(graph.inputs):
-        raise GraphoptError(f"graph '{graph.name}' takes {len(graph.inputs)} inputs "
-                            f"({', '.join(graph.inputs)}), got {len(inputs)}")
+        raise GraphoptError(
+            f"graph '{graph.name}' takes {len(graph.inputs)} inputs ({', '.join(graph.inputs)}), got {len(inputs)}"
+        )
     return inputs
 
 
@@ -48,11 +50,13 @@ def _run(graph: "Graph", feeds: list, key: str, outputs: Sequence[str]) -> list[
     # One module per output list, cached until the next edit.
     if needs_onnxruntime(graph):
         from graphopt.backends.onnxruntime import run_onnx
+
         unique = list(dict.fromkeys(outputs))
         model = graph.cached(f"onnx_model{key}", lambda: _with_outputs(graph, unique).to_onnx())
         by_name = dict(zip(unique, run_onnx(model, [np.asarray(x) for x in feeds])))
         return [by_name[o] for o in outputs]
     from graphopt.emit.torch import emit_torch
+
     module = graph.cached(f"torch_module{key}", lambda: emit_torch(graph, outputs=outputs))
     return run_module(module, feeds)
 

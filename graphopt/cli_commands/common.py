@@ -6,9 +6,10 @@ import errno
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from graphopt.errors import FrontendError, GraphoptError
 
@@ -65,8 +66,10 @@ def load_model(path: str | os.PathLike) -> "Graph":
 def summary(graph: "Graph") -> str:
     """One line: node, parameter and op counts."""
     ops = " ".join(f"{op}={n}" for op, n in graph.op_counts().items())
-    return (f"graph {graph.name}: {len(graph.nodes)} nodes, {graph.num_parameters():,} parameters "
-            f"in {len(graph.params)} tensors; ops: {ops or 'none'}")
+    return (
+        f"graph {graph.name}: {len(graph.nodes)} nodes, {graph.num_parameters():,} parameters "
+        f"in {len(graph.params)} tensors; ops: {ops or 'none'}"
+    )
 
 
 def op_count_table(before: "Graph", after: "Graph") -> str:
@@ -76,8 +79,7 @@ def op_count_table(before: "Graph", after: "Graph") -> str:
     for op in sorted(set(b) | set(a)):
         delta = a.get(op, 0) - b.get(op, 0)
         rows.append((op, str(b.get(op, 0)), str(a.get(op, 0)), f"{delta:+d}" if delta else ""))
-    rows.append(("total", str(len(before.nodes)), str(len(after.nodes)),
-                 f"{len(after.nodes) - len(before.nodes):+d}"))
+    rows.append(("total", str(len(before.nodes)), str(len(after.nodes)), f"{len(after.nodes) - len(before.nodes):+d}"))
     return format_table(rows)
 
 

@@ -27,17 +27,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="IN.onnx", help="model to compile")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="library to write (.so or .tar)")
     add_target_arguments(parser)
-    parser.add_argument("--tune", type=int, default=0, metavar="N",
-                        help="MetaSchedule trials to run first (needs --db)")
+    parser.add_argument(
+        "--tune", type=int, default=0, metavar="N", help="MetaSchedule trials to run first (needs --db)"
+    )
     parser.add_argument("--db", metavar="DIR", help="tuning database directory (created, resumed, reused)")
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-t", "--target", default=DEFAULT_TARGET,
-                        help="preset (x86, arm, arm-dotprod, cuda, cuda-sm80, cuda-sm90) or a TVM "
-                             f"target dict as JSON (default: {DEFAULT_TARGET})")
-    parser.add_argument("-p", "--pipeline", default=None, metavar="PIPELINE",
-                        help=f"pass pipeline (default: {DEFAULT_PIPELINE}; '' for none)")
+    parser.add_argument(
+        "-t",
+        "--target",
+        default=DEFAULT_TARGET,
+        help="preset (x86, arm, arm-dotprod, cuda, cuda-sm80, cuda-sm90) or a TVM "
+        f"target dict as JSON (default: {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "-p",
+        "--pipeline",
+        default=None,
+        metavar="PIPELINE",
+        help=f"pass pipeline (default: {DEFAULT_PIPELINE}; '' for none)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the per-pass numerical check")
 
 
@@ -52,8 +62,15 @@ def run(args: argparse.Namespace) -> int:
     _check_db(args)
     graph = load_model(args.input)
     with progress.step(f"compiling for {args.target}"):
-        compiled = optimize(graph, target=args.target, pipeline=args.pipeline, tune=args.tune,
-                            db=args.db, verify=not args.no_verify, log=progress.log)
+        compiled = optimize(
+            graph,
+            target=args.target,
+            pipeline=args.pipeline,
+            tune=args.tune,
+            db=args.db,
+            verify=not args.no_verify,
+            log=progress.log,
+        )
     path = compiled.save(args.output)
     print(f"wrote {path} ({compiled!r})")
     return 0
@@ -67,8 +84,7 @@ def check_library_path(output: str) -> None:
 
     path = check_output_path(output)
     if path.suffix not in LIBRARY_SUFFIXES:
-        raise GraphoptError(f"-o '{output}': use a .so (loadable shared library) or .tar (object "
-                            f"files) path")
+        raise GraphoptError(f"-o '{output}': use a .so (loadable shared library) or .tar (object files) path")
     check_output_path(metadata_path(path))
 
 
@@ -86,13 +102,16 @@ def _check_db(args: argparse.Namespace) -> None:
         return
     db = Path(args.db)
     if db.exists() and not db.is_dir():
-        raise GraphoptError(f"--db '{db}' is not a directory: a tuning database is the directory "
-                            f"'graphopt tune --db DIR' writes")
+        raise GraphoptError(
+            f"--db '{db}' is not a directory: a tuning database is the directory 'graphopt tune --db DIR' writes"
+        )
     if args.tune:
         return  # tuning creates or resumes it
     if not db.exists():
-        raise GraphoptError(f"--db '{db}': no such directory; tune into it first ('graphopt tune "
-                            f"--db {db}' or 'compile --tune N --db {db}')")
+        raise GraphoptError(
+            f"--db '{db}': no such directory; tune into it first ('graphopt tune "
+            f"--db {db}' or 'compile --tune N --db {db}')"
+        )
     records = db / RECORD_FILE
     if not (records.is_file() and records.stat().st_size):
         warn(f"--db '{db}' holds no tuning records: building with the default schedules (untuned)")

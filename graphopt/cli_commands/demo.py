@@ -14,9 +14,9 @@ random weights and inputs, so only outputs are compared for them.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -28,17 +28,22 @@ ATOL = 1e-4  # the cleanup passes are exact; float reassociation stays far below
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="digits_cnn",
-                        help="bundled model: digits_cnn (default), digits_mlp, resnet18, mobilenet_v2, "
-                             "vit_small, bert_small")
-    parser.add_argument("--pipeline", "-p", default=DEFAULT_PIPELINE,
-                        help=f"pass pipeline (default: '{DEFAULT_PIPELINE}')")
-    parser.add_argument("--out", default="out/demo", metavar="DIR",
-                        help="where model.onnx is written (default: out/demo)")
+    parser.add_argument(
+        "--model",
+        default="digits_cnn",
+        help="bundled model: digits_cnn (default), digits_mlp, resnet18, mobilenet_v2, vit_small, bert_small",
+    )
+    parser.add_argument(
+        "--pipeline", "-p", default=DEFAULT_PIPELINE, help=f"pass pipeline (default: '{DEFAULT_PIPELINE}')"
+    )
+    parser.add_argument(
+        "--out", default="out/demo", metavar="DIR", help="where model.onnx is written (default: out/demo)"
+    )
     parser.add_argument("--epochs", type=int, default=10, help="training epochs for digits models (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights, data split and inputs")
-    parser.add_argument("--target", default=DEFAULT_TARGET,
-                        help=f"TVM target to compile for and run here (default: {DEFAULT_TARGET})")
+    parser.add_argument(
+        "--target", default=DEFAULT_TARGET, help=f"TVM target to compile for and run here (default: {DEFAULT_TARGET})"
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip the TVM build")
 
 
@@ -81,8 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     with progress.step(f"tracing {args.model} with torch.export"):
         graph = trace(model, example)
     progress.log(f"running {pipeline} (numerically verified after each pass)")
-    result = pipeline.run(graph, PassContext(instruments=default_instruments(), seed=args.seed,
-                                             log=progress.log))
+    result = pipeline.run(graph, PassContext(instruments=default_instruments(), seed=args.seed, log=progress.log))
     optimized = result.graph
 
     print(f"== {args.model}: {pipeline}")
@@ -110,11 +114,12 @@ def _run(args: argparse.Namespace) -> int:
     reference = outputs["torch model (eager)"]
     bad = [name for name, out in outputs.items() if _max_diff(out, reference) > ATOL]
     if bad:
-        raise GraphoptError(f"demo check failed: {', '.join(bad)} differ from the torch model "
-                            f"by more than {ATOL:g}")
+        raise GraphoptError(f"demo check failed: {', '.join(bad)} differ from the torch model by more than {ATOL:g}")
     checked = "onnxruntime" if args.no_compile else f"onnxruntime and TVM ({Path(args.out) / 'model.so'})"
-    print(f"\nwrote {out_path}: same outputs as the torch model (max |diff| <= {ATOL:g}) "
-          f"in {checked}, {len(graph.nodes)} -> {len(optimized.nodes)} nodes")
+    print(
+        f"\nwrote {out_path}: same outputs as the torch model (max |diff| <= {ATOL:g}) "
+        f"in {checked}, {len(graph.nodes)} -> {len(optimized.nodes)} nodes"
+    )
     return 0
 
 
@@ -139,8 +144,9 @@ def _build(args: argparse.Namespace, progress):
         try:
             data = load_digits_data(seed=args.seed)
         except ImportError as e:
-            raise GraphoptError(f"the digits demo needs scikit-learn ({e}); install it with: "
-                                f"pip install -e '.[data]'") from e
+            raise GraphoptError(
+                f"the digits demo needs scikit-learn ({e}); install it with: pip install -e '.[data]'"
+            ) from e
         train_digits_model(model, epochs=args.epochs, seed=args.seed, data=data)
     x = data.x_test.flatten(1) if args.model == "digits_mlp" else data.x_test
     samples = [(row[None].numpy(),) for row in x]  # batch 1, as traced
@@ -179,8 +185,7 @@ def _comparison(outputs: dict[str, np.ndarray], data: EvalSet, nodes_before: int
     from graphopt.cli_commands.common import format_table
 
     reference = outputs["torch model (eager)"]
-    nodes = {"traced graph": nodes_before, "optimized graph": nodes_after,
-             "onnxruntime (model.onnx)": nodes_after}
+    nodes = {"traced graph": nodes_before, "optimized graph": nodes_after, "onnxruntime (model.onnx)": nodes_after}
     nodes.update({name: nodes_after for name in outputs if name.startswith("TVM")})
     header = ("", "nodes") + (("accuracy",) if data.labels is not None else ()) + ("max |diff| vs torch",)
     rows = [header]

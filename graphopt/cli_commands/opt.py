@@ -20,13 +20,25 @@ HELP = "run a pass pipeline on an ONNX model"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="IN.onnx", help="model to optimize")
-    parser.add_argument("-p", "--pipeline", required=True, metavar="PIPELINE",
-                        help="pass pipeline text, e.g. 'fold-bn,eliminate-dead-code'")
-    parser.add_argument("-o", "--output", metavar="OUT.onnx",
-                        help="where to write the result (atomically); without it nothing is written")
+    parser.add_argument(
+        "-p",
+        "--pipeline",
+        required=True,
+        metavar="PIPELINE",
+        help="pass pipeline text, e.g. 'fold-bn,eliminate-dead-code'",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.onnx",
+        help="where to write the result (atomically); without it nothing is written",
+    )
     parser.add_argument("--dump-ir", metavar="DIR", help="write the IR before and after every pass into DIR")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip the numerical check after each pass (structure is still verified)")
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the numerical check after each pass (structure is still verified)",
+    )
     parser.add_argument("--print-ir", action="store_true", help="print the resulting IR on stdout")
     parser.add_argument("--seed", type=int, default=0, help="seed of the verifier's random inputs (default 0)")
 
@@ -41,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_output_path(args.output)
     graph = load_model(args.input)
-    ctx = PassContext(instruments=default_instruments(verify=not args.no_verify, dump_dir=args.dump_ir),
-                      seed=args.seed, log=progress.log)
-    progress.log(f"running {len(pipeline)} passes"
-                 f"{'' if args.no_verify else ' (numerically verified after each)'}")
+    ctx = PassContext(
+        instruments=default_instruments(verify=not args.no_verify, dump_dir=args.dump_ir),
+        seed=args.seed,
+        log=progress.log,
+    )
+    progress.log(f"running {len(pipeline)} passes{'' if args.no_verify else ' (numerically verified after each)'}")
     result = pipeline.run(graph, ctx)
     print(result.report())
     print()

@@ -28,8 +28,7 @@ def run(args: argparse.Namespace) -> int:
         if name not in passes:
             raise GraphoptError(unknown_pass_message(name))
     chosen = args.names or list(passes)
-    print("\n\n".join(describe_pass(passes[name]) for name in chosen) if chosen
-          else "no passes are registered")
+    print("\n\n".join(describe_pass(passes[name]) for name in chosen) if chosen else "no passes are registered")
     return 0
 
 

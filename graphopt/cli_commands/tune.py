@@ -29,8 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure through this RPC tracker")
     parser.add_argument("--rpc-key", default=None, metavar="KEY", help="device key at the tracker")
-    parser.add_argument("--rpc-workers", type=int, default=1, metavar="N",
-                        help="measurements in flight, up to the devices under the key (default 1)")
+    parser.add_argument(
+        "--rpc-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measurements in flight, up to the devices under the key (default 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,15 +51,17 @@ def run(args: argparse.Namespace) -> int:
     if args.rpc_tracker:
         host, _, port = args.rpc_tracker.rpartition(":")
         if not host or not port.isdigit() or not args.rpc_key:
-            raise GraphoptError(f"--rpc-tracker wants HOST:PORT and --rpc-key KEY, got "
-                                f"'{args.rpc_tracker}' and {args.rpc_key!r}")
+            raise GraphoptError(
+                f"--rpc-tracker wants HOST:PORT and --rpc-key KEY, got '{args.rpc_tracker}' and {args.rpc_key!r}"
+            )
         if args.rpc_workers < 1:
             raise GraphoptError(f"--rpc-workers must be >= 1, got {args.rpc_workers}")
         runner = RPCConfig(host, int(port), args.rpc_key, max_workers=args.rpc_workers)
-    graph, _ = run_pipeline_on(load_model(args.input), args.pipeline, verify=not args.no_verify,
-                               log=args.progress.log)
+    graph, _ = run_pipeline_on(load_model(args.input), args.pipeline, verify=not args.no_verify, log=args.progress.log)
     with args.progress.step(f"tuning {args.trials} trials for {target.kind.name} into {args.db}"):
         tune(lower_to_relax(graph), target, args.db, args.trials, runner=runner)
-    print(f"tuning records in {args.db}; build with: graphopt compile {args.input} "
-          f"--target {args.target} --db {args.db} -o OUT")
+    print(
+        f"tuning records in {args.db}; build with: graphopt compile {args.input} "
+        f"--target {args.target} --db {args.db} -o OUT"
+    )
     return 0

@@ -32,9 +32,9 @@ from graphopt.ir.types import TensorType
 __all__ = ["emit_onnx", "save_onnx", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET"]
 
 DEFAULT_OPSET = 17  # LayerNormalization; supported by every onnxruntime we target
-MIN_OPSET = 13      # Split/Squeeze/ReduceSum take their axes/sizes as inputs from 13
+MIN_OPSET = 13  # Split/Squeeze/ReduceSum take their axes/sizes as inputs from 13
 MAX_OPSET = 23
-_PROTO_LIMIT = 2 ** 31  # protobuf's hard limit on one serialized message
+_PROTO_LIMIT = 2**31  # protobuf's hard limit on one serialized message
 
 
 def emit_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
@@ -42,8 +42,10 @@ def emit_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
     opset = _choose_opset(graph, opset)
     size = sum(p.data.nbytes for p in graph.params.values())
     if size >= _PROTO_LIMIT - (64 << 20):
-        raise EmitError(f"graph '{graph.name}': parameters take {size / 2 ** 30:.2f} GiB; models of 2 GB "
-                        f"or more need ONNX external data, which emit_onnx does not write")
+        raise EmitError(
+            f"graph '{graph.name}': parameters take {size / 2**30:.2f} GiB; models of 2 GB "
+            f"or more need ONNX external data, which emit_onnx does not write"
+        )
     cx = EmitContext(graph, opset)
     domains: dict[str, int] = {}
     for node in graph.nodes:
@@ -58,12 +60,14 @@ def emit_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
     inputs = [_value_info(graph, v) for v in graph.inputs]
     outputs = [_value_info(graph, v) for v in graph.outputs]
     boundary = set(graph.inputs) | set(graph.outputs) | set(graph.params)
-    value_info = [_value_info(graph, v) for v, val in graph.values.items()
-                  if v not in boundary and val.type is not None]
+    value_info = [
+        _value_info(graph, v) for v, val in graph.values.items() if v not in boundary and val.type is not None
+    ]
     gproto = helper.make_graph(cx.nodes, graph.name, inputs, outputs, initializers, value_info=value_info)
     opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in sorted(domains.items())]
-    model = helper.make_model(gproto, opset_imports=opsets, producer_name="graphopt",
-                              producer_version=graphopt.__version__)
+    model = helper.make_model(
+        gproto, opset_imports=opsets, producer_name="graphopt", producer_version=graphopt.__version__
+    )
     model.ir_version = max(7, helper.find_min_ir_version_for(opsets, ignore_unknown=True))
     _type_outputs(graph, model)
     try:
@@ -81,15 +85,17 @@ def save_onnx(graph: Graph, path: str | Path, opset: int | None = None) -> Path:
 
 # --- pieces ------------------------------------------------------------------------------
 
+
 def _choose_opset(graph: Graph, opset: int | None) -> int:
     if opset is None:
         source = graph.metadata.get("opset") if graph.metadata.get("source") == "onnx" else None
-        keeps_source = any(n.is_opaque and n.attrs.get("framework") == "onnx" and n.attrs.get("domain") in ("", "ai.onnx")
-                           for n in graph.nodes)
+        keeps_source = any(
+            n.is_opaque and n.attrs.get("framework") == "onnx" and n.attrs.get("domain") in ("", "ai.onnx")
+            for n in graph.nodes
+        )
         opset = source if keeps_source and source and MIN_OPSET <= source <= MAX_OPSET else DEFAULT_OPSET
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise EmitError(f"graph '{graph.name}': opset {opset} is outside the supported range "
-                        f"{MIN_OPSET}..{MAX_OPSET}")
+        raise EmitError(f"graph '{graph.name}': opset {opset} is outside the supported range {MIN_OPSET}..{MAX_OPSET}")
     return opset
 
 
@@ -165,8 +171,10 @@ def _check_opaque_opset(graph: Graph, node: Node, op_type: str, opset: int) -> N
         return
     old, new = _schema(op_type, "", source), _schema(op_type, "", opset)
     if old is not None and new is not None and old.since_version != new.since_version:
-        raise EmitError(f"node '{node.name}': opaque ONNX op {op_type} comes from opset {source} and its "
-                        f"definition changed by opset {opset}; emit with opset={source}")
+        raise EmitError(
+            f"node '{node.name}': opaque ONNX op {op_type} comes from opset {source} and its "
+            f"definition changed by opset {opset}; emit with opset={source}"
+        )
 
 
 _ATTR = onnx.AttributeProto
@@ -180,8 +188,14 @@ def _attribute(key: str, value: Any, schema, node: Node) -> onnx.AttributeProto:
     elif isinstance(value, (np.integer, np.floating)):
         value = value.item()
     elif isinstance(value, (list, tuple)):
-        value = [numpy_helper.from_array(v) if isinstance(v, np.ndarray) else
-                 v.item() if isinstance(v, (np.integer, np.floating)) else v for v in value]
+        value = [
+            numpy_helper.from_array(v)
+            if isinstance(v, np.ndarray)
+            else v.item()
+            if isinstance(v, (np.integer, np.floating))
+            else v
+            for v in value
+        ]
     if want == _ATTR.FLOAT and isinstance(value, (int, bool)):
         value = float(value)
     elif want == _ATTR.FLOATS and isinstance(value, list):
@@ -193,5 +207,6 @@ def _attribute(key: str, value: Any, schema, node: Node) -> onnx.AttributeProto:
             return helper.make_attribute(key, value, attr_type=want or _ATTR.INTS)
         return helper.make_attribute(key, value)
     except Exception as e:
-        raise EmitError(f"node '{node.name}': attribute '{key}' of {node.attrs.get('op_type')} "
-                        f"cannot be written to ONNX: {e}") from None
+        raise EmitError(
+            f"node '{node.name}': attribute '{key}' of {node.attrs.get('op_type')} cannot be written to ONNX: {e}"
+        ) from None

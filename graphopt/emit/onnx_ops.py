@@ -10,7 +10,8 @@ ReduceMean axes as an input from 18).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,7 +22,7 @@ from graphopt.ir.graph import Graph, Node
 from graphopt.ir.ops import quant_range
 from graphopt.ir.types import TensorType, numpy_dtype
 
-INT64_MAX = 2 ** 63 - 1
+INT64_MAX = 2**63 - 1
 
 
 def elem_type(dtype: str) -> int:
@@ -60,15 +61,22 @@ class EmitContext:
         t = self.type(value)
         return t.dtype if t is not None else "float32"
 
-    def add(self, node: Node, op_type: str, inputs: Sequence[str], outputs: Sequence[str] | None = None,
-            *, domain: str = "", **attrs: Any) -> str:
+    def add(
+        self,
+        node: Node,
+        op_type: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str] | None = None,
+        *,
+        domain: str = "",
+        **attrs: Any,
+    ) -> str:
         """Append `op_type(inputs)` for IR `node`; writes `outputs` if given, else one fresh value."""
         final = outputs is not None
         outs = list(outputs) if final else [self.fresh(f"{node.name}/{op_type}")]
         name = self._node_name(node.name if final else f"{node.name}/{op_type}")
         attrs = {k: v for k, v in attrs.items() if v is not None}
-        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=name, domain=domain or None,
-                                           **attrs))
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=name, domain=domain or None, **attrs))
         return outs[0]
 
     def append(self, proto: onnx.NodeProto) -> None:
@@ -93,15 +101,19 @@ Rule = Callable[[EmitContext, Node], None]
 
 # --- rules -------------------------------------------------------------------------------
 
+
 def simple(op_type: str) -> Rule:
     """Same inputs, same outputs, no attributes."""
+
     def rule(cx: EmitContext, n: Node) -> None:
         cx.add(n, op_type, n.inputs, n.outputs)
+
     return rule
 
 
 def binary(op_type: str) -> Rule:
     """Elementwise binary op; inputs of another dtype are cast to the output's (torch promotion)."""
+
     def rule(cx: EmitContext, n: Node) -> None:
         out = cx.type(n.output)
         ins = list(n.inputs)
@@ -111,6 +123,7 @@ def binary(op_type: str) -> Rule:
                 if t is not None and t.dtype != out.dtype:
                     ins[i] = cx.add(n, "Cast", [v], to=elem_type(out.dtype))
         cx.add(n, op_type, ins, n.outputs)
+
     return rule
 
 
@@ -118,8 +131,17 @@ def conv(cx: EmitContext, n: Node) -> None:
     w = cx.type(n.inputs[1])
     kernel = list(w.shape[2:]) if w is not None and w.is_static else None
     a = n.attrs
-    cx.add(n, "Conv", n.inputs, n.outputs, kernel_shape=kernel, strides=list(a["stride"]),
-           pads=list(a["pads"]), dilations=list(a["dilation"]), group=int(a["groups"]))
+    cx.add(
+        n,
+        "Conv",
+        n.inputs,
+        n.outputs,
+        kernel_shape=kernel,
+        strides=list(a["stride"]),
+        pads=list(a["pads"]),
+        dilations=list(a["dilation"]),
+        group=int(a["groups"]),
+    )
 
 
 def linear(cx: EmitContext, n: Node) -> None:
@@ -147,8 +169,7 @@ def layer_norm(cx: EmitContext, n: Node) -> None:
     b = n.inputs[2] if len(n.inputs) > 2 else None
     if cx.opset >= 17:
         w = w or cx.const(n, "scale", np.ones(shape), dtype=cx.dtype(x))
-        cx.add(n, "LayerNormalization", [x, w] + ([b] if b else []), n.outputs,
-               axis=-len(shape), epsilon=eps)
+        cx.add(n, "LayerNormalization", [x, w] + ([b] if b else []), n.outputs, axis=-len(shape), epsilon=eps)
         return
     axes = list(range(-len(shape), 0))  # (x - mean) / sqrt(var + eps) * w + b
     d = cx.add(n, "Sub", [x, _reduce(cx, n, "ReduceMean", x, axes, True, since=18)])
@@ -160,8 +181,17 @@ def layer_norm(cx: EmitContext, n: Node) -> None:
         y = cx.add(n, op, [y, arg], n.outputs if k == len(steps) - 1 else None)
 
 
-def _reduce(cx: EmitContext, n: Node, op_type: str, x: str, axes: Sequence[int], keepdims: bool,
-            outputs: Sequence[str] | None = None, *, since: int) -> str:
+def _reduce(
+    cx: EmitContext,
+    n: Node,
+    op_type: str,
+    x: str,
+    axes: Sequence[int],
+    keepdims: bool,
+    outputs: Sequence[str] | None = None,
+    *,
+    since: int,
+) -> str:
     """ReduceX over `axes`; the axes are an input from opset `since`, an attribute before."""
     if cx.opset >= since:
         return cx.add(n, op_type, [x, cx.ints(n, "axes", axes)], outputs, keepdims=int(keepdims))
@@ -215,15 +245,29 @@ def clip(cx: EmitContext, n: Node) -> None:
 def _pool(op_type: str) -> Rule:
     def rule(cx: EmitContext, n: Node) -> None:
         a = n.attrs
-        extra = ({"dilations": list(a["dilation"])} if op_type == "MaxPool"
-                 else {"count_include_pad": int(a["count_include_pad"])})
-        cx.add(n, op_type, n.inputs, n.outputs, kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
-               pads=list(a["pads"]), ceil_mode=int(a["ceil_mode"]), **extra)
+        extra = (
+            {"dilations": list(a["dilation"])}
+            if op_type == "MaxPool"
+            else {"count_include_pad": int(a["count_include_pad"])}
+        )
+        cx.add(
+            n,
+            op_type,
+            n.inputs,
+            n.outputs,
+            kernel_shape=list(a["kernel_size"]),
+            strides=list(a["stride"]),
+            pads=list(a["pads"]),
+            ceil_mode=int(a["ceil_mode"]),
+            **extra,
+        )
+
     return rule
 
 
 def _adaptive_pool(global_op: str, window_op: str) -> Rule:
     """Global pooling for 1x..x1 outputs; a fixed window when the input divides evenly."""
+
     def rule(cx: EmitContext, n: Node) -> None:
         t = cx.type(n.inputs[0])
         out = list(n.attrs["output_size"])
@@ -235,10 +279,12 @@ def _adaptive_pool(global_op: str, window_op: str) -> Rule:
             raise EmitError(f"node '{n.name}': {n.op} to {out} needs static spatial dims to emit to ONNX")
         out = [s if o is None else o for o, s in zip(out, spatial)]
         if any(s % o for s, o in zip(spatial, out)):
-            raise EmitError(f"node '{n.name}': {n.op} from {spatial} to {out} has uneven windows; "
-                            f"ONNX has no adaptive pooling")
+            raise EmitError(
+                f"node '{n.name}': {n.op} from {spatial} to {out} has uneven windows; ONNX has no adaptive pooling"
+            )
         k = [s // o for s, o in zip(spatial, out)]
         cx.add(n, window_op, n.inputs, n.outputs, kernel_shape=k, strides=k)
+
     return rule
 
 
@@ -259,8 +305,7 @@ def concat(cx: EmitContext, n: Node) -> None:
 
 
 def split(cx: EmitContext, n: Node) -> None:
-    cx.add(n, "Split", [n.inputs[0], cx.ints(n, "sizes", n.attrs["sizes"])], n.outputs,
-           axis=int(n.attrs["axis"]))
+    cx.add(n, "Split", [n.inputs[0], cx.ints(n, "sizes", n.attrs["sizes"])], n.outputs, axis=int(n.attrs["axis"]))
 
 
 def reshape(cx: EmitContext, n: Node) -> None:
@@ -299,6 +344,7 @@ def _axes_op(op_type: str) -> Rule:
             cx.add(n, "Identity", n.inputs, n.outputs)
             return
         cx.add(n, op_type, [n.inputs[0], cx.ints(n, "axes", axes)], n.outputs)
+
     return rule
 
 
@@ -314,16 +360,22 @@ def expand(cx: EmitContext, n: Node) -> None:
 
 def slice_(cx: EmitContext, n: Node) -> None:
     a = n.attrs
-    ins = [n.inputs[0], cx.ints(n, "starts", [a["start"]]), cx.ints(n, "ends", [a["end"]]),
-           cx.ints(n, "axes", [a["axis"]]), cx.ints(n, "steps", [a["step"]])]
+    ins = [
+        n.inputs[0],
+        cx.ints(n, "starts", [a["start"]]),
+        cx.ints(n, "ends", [a["end"]]),
+        cx.ints(n, "axes", [a["axis"]]),
+        cx.ints(n, "steps", [a["step"]]),
+    ]
     cx.add(n, "Slice", ins, n.outputs)
 
 
 def select(cx: EmitContext, n: Node) -> None:
     axis, i = int(n.attrs["axis"]), int(n.attrs["index"])
     end = INT64_MAX if i == -1 else i + 1
-    one = cx.add(n, "Slice", [n.inputs[0], cx.ints(n, "starts", [i]), cx.ints(n, "ends", [end]),
-                              cx.ints(n, "axes", [axis])])
+    one = cx.add(
+        n, "Slice", [n.inputs[0], cx.ints(n, "starts", [i]), cx.ints(n, "ends", [end]), cx.ints(n, "axes", [axis])]
+    )
     cx.add(n, "Squeeze", [one, cx.ints(n, "squeeze_axes", [axis])], n.outputs)
 
 
@@ -337,16 +389,26 @@ def cast(cx: EmitContext, n: Node) -> None:
 
 
 # The first opset whose QuantizeLinear / DequantizeLinear takes each quantized dtype.
-_Q_OPSET = {"int8": 13, "uint8": 13, "int32": 13, "float8_e4m3fn": 19, "float8_e5m2": 19,
-            "int16": 21, "int4": 21, "uint4": 21}
+_Q_OPSET = {
+    "int8": 13,
+    "uint8": 13,
+    "int32": 13,
+    "float8_e4m3fn": 19,
+    "float8_e5m2": 19,
+    "int16": 21,
+    "int4": 21,
+    "uint4": 21,
+}
 
 
 def _q_attrs(cx: EmitContext, n: Node, dtype: str) -> dict:
     need = max(_Q_OPSET.get(dtype, 99), 21 if n.attrs.get("block_size") else 13)
     if need > cx.opset:
-        raise EmitError(f"node '{n.name}': {n.op} to/from {dtype}"
-                        f"{' with block_size' if n.attrs.get('block_size') else ''} needs opset >= {need} "
-                        f"(emitting opset {cx.opset})")
+        raise EmitError(
+            f"node '{n.name}': {n.op} to/from {dtype}"
+            f"{' with block_size' if n.attrs.get('block_size') else ''} needs opset >= {need} "
+            f"(emitting opset {cx.opset})"
+        )
     attrs = {"axis": n.attrs["axis"]}
     if n.attrs.get("block_size"):
         attrs["block_size"] = int(n.attrs["block_size"])
@@ -379,27 +441,27 @@ def dequantize(cx: EmitContext, n: Node) -> None:
 
 
 RULES: dict[str, Rule] = {
-    "conv": conv,                               # Conv (kernel_shape from the weight)
-    "linear": linear,                           # Gemm(transB=1) for 2-D x; else MatMul(x, W.T) + b
+    "conv": conv,  # Conv (kernel_shape from the weight)
+    "linear": linear,  # Gemm(transB=1) for 2-D x; else MatMul(x, W.T) + b
     "matmul": simple("MatMul"),
-    "batch_norm": batch_norm,                   # BatchNormalization
-    "layer_norm": layer_norm,                   # LayerNormalization (17+), else its formula
+    "batch_norm": batch_norm,  # BatchNormalization
+    "layer_norm": layer_norm,  # LayerNormalization (17+), else its formula
     "relu": simple("Relu"),
     "sigmoid": simple("Sigmoid"),
     "tanh": simple("Tanh"),
-    "silu": silu,                               # x * Sigmoid(x)
-    "hardswish": hardswish,                     # HardSwish (14+), else x * HardSigmoid(x)
-    "hardsigmoid": hardsigmoid,                 # HardSigmoid(alpha=1/6, beta=1/2)
+    "silu": silu,  # x * Sigmoid(x)
+    "hardswish": hardswish,  # HardSwish (14+), else x * HardSigmoid(x)
+    "hardsigmoid": hardsigmoid,  # HardSigmoid(alpha=1/6, beta=1/2)
     "neg": simple("Neg"),
     "exp": simple("Exp"),
     "log": simple("Log"),
     "sqrt": simple("Sqrt"),
-    "rsqrt": rsqrt,                             # Reciprocal(Sqrt(x))
+    "rsqrt": rsqrt,  # Reciprocal(Sqrt(x))
     "erf": simple("Erf"),
     "abs": simple("Abs"),
     "reciprocal": simple("Reciprocal"),
-    "gelu": gelu,                               # Gelu (20+), else the erf / tanh formula
-    "clip": clip,                               # Clip(x, min, max) with constant bounds
+    "gelu": gelu,  # Gelu (20+), else the erf / tanh formula
+    "clip": clip,  # Clip(x, min, max) with constant bounds
     "add": binary("Add"),
     "sub": binary("Sub"),
     "mul": binary("Mul"),
@@ -411,23 +473,23 @@ RULES: dict[str, Rule] = {
     "avg_pool": _pool("AveragePool"),
     "adaptive_avg_pool": _adaptive_pool("GlobalAveragePool", "AveragePool"),
     "adaptive_max_pool": _adaptive_pool("GlobalMaxPool", "MaxPool"),
-    "mean": mean,                               # ReduceMean
-    "sum": reduce_sum,                          # ReduceSum
+    "mean": mean,  # ReduceMean
+    "sum": reduce_sum,  # ReduceSum
     "softmax": softmax,
     "concat": concat,
-    "split": split,                             # Split with a sizes input
-    "reshape": reshape,                         # Reshape with a constant shape
-    "flatten": flatten,                         # Reshape (static), Flatten (start 1), or Shape-built Reshape
+    "split": split,  # Split with a sizes input
+    "reshape": reshape,  # Reshape with a constant shape
+    "flatten": flatten,  # Reshape (static), Flatten (start 1), or Shape-built Reshape
     "squeeze": _axes_op("Squeeze"),
     "unsqueeze": _axes_op("Unsqueeze"),
-    "permute": permute,                         # Transpose
-    "expand": expand,                           # Expand with a constant shape
-    "slice": slice_,                            # Slice on one axis
-    "select": select,                           # Slice + Squeeze
-    "embedding": embedding,                     # Gather(weight, indices, axis=0)
+    "permute": permute,  # Transpose
+    "expand": expand,  # Expand with a constant shape
+    "slice": slice_,  # Slice on one axis
+    "select": select,  # Slice + Squeeze
+    "embedding": embedding,  # Gather(weight, indices, axis=0)
     "cast": cast,
     "identity": simple("Identity"),
-    "dropout": simple("Identity"),              # inference semantics
-    "quantize": quantize,                       # QuantizeLinear (axis = per-channel axis)
-    "dequantize": dequantize,                   # DequantizeLinear
+    "dropout": simple("Identity"),  # inference semantics
+    "quantize": quantize,  # QuantizeLinear (axis = per-channel axis)
+    "dequantize": dequantize,  # DequantizeLinear
 }

@@ -32,7 +32,8 @@ from __future__ import annotations
 import keyword
 import operator
 import re
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,8 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["emit_torch", "write_back", "resolve_op", "fill_template"]
 
 
-def emit_torch(graph: "Graph", *, impls: Mapping[str, Callable] | None = None,
-               outputs: Sequence[str] | None = None) -> fx.GraphModule:
+def emit_torch(
+    graph: "Graph", *, impls: Mapping[str, Callable] | None = None, outputs: Sequence[str] | None = None
+) -> fx.GraphModule:
     """A `torch.fx.GraphModule` computing `graph`; its float trainable parameters are `nn.Parameter`s.
 
     impls: op name -> function used in place of that canonical op's reference impl.
@@ -100,11 +102,18 @@ def emit_torch(graph: "Graph", *, impls: Mapping[str, Callable] | None = None,
 def _call(g: fx.Graph, node: "Node", args: list[fx.Node], impls: Mapping[str, Callable]) -> list[fx.Node]:
     if node.is_opaque:
         if node.attrs.get("framework") != "torch":
-            raise EmitError(f"node '{node.name}': opaque {node.attrs.get('framework')} op "
-                            f"'{node.attrs.get('op_type')}' cannot be emitted to torch")
+            raise EmitError(
+                f"node '{node.name}': opaque {node.attrs.get('framework')} op "
+                f"'{node.attrs.get('op_type')}' cannot be emitted to torch"
+            )
         fn = resolve_op(node.attrs["target"], node.name)
-        call = g.create_node("call_function", fn, fill_template(node.attrs.get("args", ()), args),
-                             fill_template(node.attrs.get("kwargs", {}), args), name=node.name)
+        call = g.create_node(
+            "call_function",
+            fn,
+            fill_template(node.attrs.get("args", ()), args),
+            fill_template(node.attrs.get("kwargs", {}), args),
+            name=node.name,
+        )
     else:
         fn = impls.get(node.op) or get_op(node.op).impl
         call = g.create_node("call_function", fn, tuple(args), _plain(dict(node.attrs)), name=node.name)

@@ -84,6 +84,7 @@ def import_exported(ep: ExportedProgram, *, name: str = "graph") -> Graph:
 
 # --- in-place ops -------------------------------------------------------------------
 
+
 def _schema(node: FxNode):
     return node.target._schema if isinstance(node.target, torch._ops.OpOverload) else None
 
@@ -133,6 +134,7 @@ def _functional(op: torch._ops.OpOverload):
 
 
 # --- the importer ------------------------------------------------------------------------
+
 
 def _bind(node: FxNode) -> dict[str, Any]:
     """Arguments of an ATen call by schema name, defaults filled in."""
@@ -208,12 +210,15 @@ class _Importer:
         outs = []
         for arg, spec in zip(node.args[0], self.ep.graph_signature.output_specs):
             if spec.kind != OutputKind.USER_OUTPUT:
-                warnings.warn(f"{self.graph.name}: the graph does not reproduce the "
-                              f"{spec.kind.name.lower()} of '{spec.target}'", stacklevel=4)
+                warnings.warn(
+                    f"{self.graph.name}: the graph does not reproduce the {spec.kind.name.lower()} of '{spec.target}'",
+                    stacklevel=4,
+                )
                 continue
             if not isinstance(arg, FxNode) or not isinstance(self.env.get(arg), str):
-                raise FrontendError(f"model output {len(outs)} ({arg!r}) is not a tensor; "
-                                    f"graph outputs must be tensors")
+                raise FrontendError(
+                    f"model output {len(outs)} ({arg!r}) is not a tensor; graph outputs must be tensors"
+                )
             outs.append(self.env[arg])
         self.graph.set_outputs(outs)
 
@@ -223,8 +228,9 @@ class _Importer:
             parent, index = node.args
             got = self.env[parent][index] if isinstance(self.env.get(parent), list) else None
             if got is None and node.users:
-                raise FrontendError(f"node '{node.name}': output {index} of '{parent.name}' "
-                                    f"({parent.target}) is not supported")
+                raise FrontendError(
+                    f"node '{node.name}': output {index} of '{parent.name}' ({parent.target}) is not supported"
+                )
             return got
         if not isinstance(node.target, torch._ops.OpOverload):
             raise FrontendError(f"node '{node.name}': cannot import call to {node.target!r}")
@@ -262,8 +268,10 @@ class _Importer:
             got = self.graph.type_of(r)
             if got != want:
                 producer = self.graph.producer(r)
-                return (f"node '{node.name}' ({node.target}): imported as "
-                        f"{producer.op if producer else r} giving {got}, but torch.export recorded {want}")
+                return (
+                    f"node '{node.name}' ({node.target}): imported as "
+                    f"{producer.op if producer else r} giving {got}, but torch.export recorded {want}"
+                )
         return None
 
     def _opaque(self, node: FxNode):
@@ -286,11 +294,12 @@ class _Importer:
         vals = list(val) if isinstance(val, (list, tuple)) else [val]
         types = [_tensor_type(v) for v in vals]
         if any(t is None for t in types):
-            raise FrontendError(f"node '{node.name}': unmapped op {node.target} has non-tensor "
-                                f"outputs and cannot be kept as an opaque node")
+            raise FrontendError(
+                f"node '{node.name}': unmapped op {node.target} has non-tensor "
+                f"outputs and cannot be kept as an opaque node"
+            )
         attrs = {"framework": "torch", "target": str(node.target), "args": args, "kwargs": kwargs}
-        n = self.graph.add_node(OPAQUE, inputs, attrs=attrs, name=node.name, output_types=types,
-                                meta=self._meta())
+        n = self.graph.add_node(OPAQUE, inputs, attrs=attrs, name=node.name, output_types=types, meta=self._meta())
         return list(n.outputs) if isinstance(val, (list, tuple)) else n.output
 
     def _meta(self) -> dict[str, str]:
@@ -334,8 +343,9 @@ class _Importer:
     def constant(self, fill: float, shape, role: str, *, like: str) -> str:
         """A frozen parameter of `shape` filled with `fill`, dtype of value `like`."""
         dtype = self.graph.type_of(like).dtype
-        return self.graph.add_param(f"{self.node.name}_{role}", np.full(tuple(shape), fill, dtype=dtype),
-                                    trainable=False)
+        return self.graph.add_param(
+            f"{self.node.name}_{role}", np.full(tuple(shape), fill, dtype=dtype), trainable=False
+        )
 
     def maybe_cast(self, value: str, dtype, suffix: str = "_cast") -> str:
         """`value` converted to `dtype` (a torch dtype; None keeps it)."""
@@ -348,7 +358,9 @@ class _Importer:
         aten = torch.ops.aten
         if x.op != "call_function" or not isinstance(x.args[0], FxNode) or self.type(x.args[0]).rank != 2:
             return None
-        swaps = (x.target is aten.t.default
-                 or (x.target is aten.permute.default and [d % 2 for d in x.args[1]] == [1, 0])
-                 or (x.target is aten.transpose.int and {d % 2 for d in x.args[1:3]} == {0, 1}))
+        swaps = (
+            x.target is aten.t.default
+            or (x.target is aten.permute.default and [d % 2 for d in x.args[1]] == [1, 0])
+            or (x.target is aten.transpose.int and {d % 2 for d in x.args[1:3]} == {0, 1})
+        )
         return self.v(x.args[0]) if swaps else None

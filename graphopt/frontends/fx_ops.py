@@ -16,8 +16,9 @@ changed upstream leaves them valid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +32,7 @@ Rule = Callable[["_Importer", "Node", dict], Any]
 
 
 # --- helpers --------------------------------------------------------------------
+
 
 def _axis(d: int, rank: int) -> int:
     return d + rank if d < 0 else d
@@ -46,6 +48,7 @@ def _is_float(cx, x) -> bool:
 
 
 # --- convolution, linear algebra, normalization ------------------------------------
+
 
 def _conv(cx, node, a):
     # conv{1,2,3}d(x, w, b, stride, padding | 'same' | 'valid', dilation, groups) => conv{pads}
@@ -67,8 +70,7 @@ def _conv(cx, node, a):
     else:
         begins = ends = _ntuple(padding, nd)
     inputs = [cx.v(x), cx.v(w)] + ([cx.v(a["bias"])] if a["bias"] is not None else [])
-    return cx.emit("conv", inputs, stride=stride, pads=begins + ends, dilation=dilation,
-                   groups=int(a["groups"]))
+    return cx.emit("conv", inputs, stride=stride, pads=begins + ends, dilation=dilation, groups=int(a["groups"]))
 
 
 def _linear(cx, node, a):
@@ -114,8 +116,9 @@ def _layer_norm(cx, node, a, outputs=1):
     shape = [int(s) for s in a["normalized_shape"]]
     inputs = [cx.v(a["input"])]
     if a["weight"] is not None or a["bias"] is not None:
-        inputs.append(cx.v(a["weight"]) if a["weight"] is not None
-                      else cx.constant(1.0, shape, "weight", like=inputs[0]))
+        inputs.append(
+            cx.v(a["weight"]) if a["weight"] is not None else cx.constant(1.0, shape, "weight", like=inputs[0])
+        )
     if a["bias"] is not None:
         inputs.append(cx.v(a["bias"]))
     out = cx.emit("layer_norm", inputs, normalized_shape=shape, eps=float(a["eps"]))
@@ -123,6 +126,7 @@ def _layer_norm(cx, node, a, outputs=1):
 
 
 # --- elementwise --------------------------------------------------------------------
+
 
 def _unary(cx, node, a, op):
     # relu/sigmoid/tanh/...(x) => same-named op
@@ -142,8 +146,7 @@ def _clip(cx, node, a, lo=None, hi=None):
     if isinstance(lo, torch.fx.Node) or isinstance(hi, torch.fx.Node):
         return None
     num = float if _is_float(cx, x) else int
-    return cx.emit("clip", [cx.v(x)], min=None if lo is None else num(lo),
-                   max=None if hi is None else num(hi))
+    return cx.emit("clip", [cx.v(x)], min=None if lo is None else num(lo), max=None if hi is None else num(hi))
 
 
 def _binary(cx, node, a, op, reverse=False):
@@ -161,6 +164,7 @@ def _binary(cx, node, a, op, reverse=False):
 
 # --- pooling and reductions -------------------------------------------------------------
 
+
 def _max_pool(cx, node, a, nd, outputs=1):
     # max_pool{1,2,3}d[_with_indices](x, k, stride, padding, dilation, ceil) => max_pool
     if cx.type(a["self"]).rank != nd + 2:
@@ -168,8 +172,15 @@ def _max_pool(cx, node, a, nd, outputs=1):
     k = _ntuple(a["kernel_size"], nd)
     stride = _ntuple(a["stride"], nd) if a["stride"] else k
     pad = _ntuple(a["padding"], nd)
-    out = cx.emit("max_pool", [cx.v(a["self"])], kernel_size=k, stride=stride, pads=pad + pad,
-                  dilation=_ntuple(a["dilation"], nd), ceil_mode=bool(a["ceil_mode"]))
+    out = cx.emit(
+        "max_pool",
+        [cx.v(a["self"])],
+        kernel_size=k,
+        stride=stride,
+        pads=pad + pad,
+        dilation=_ntuple(a["dilation"], nd),
+        ceil_mode=bool(a["ceil_mode"]),
+    )
     return out if outputs == 1 else [out, None]
 
 
@@ -180,8 +191,15 @@ def _avg_pool(cx, node, a, nd):
     k = _ntuple(a["kernel_size"], nd)
     stride = _ntuple(a["stride"], nd) if a["stride"] else k
     pad = _ntuple(a["padding"], nd)
-    return cx.emit("avg_pool", [cx.v(a["self"])], kernel_size=k, stride=stride, pads=pad + pad,
-                   ceil_mode=bool(a["ceil_mode"]), count_include_pad=bool(a["count_include_pad"]))
+    return cx.emit(
+        "avg_pool",
+        [cx.v(a["self"])],
+        kernel_size=k,
+        stride=stride,
+        pads=pad + pad,
+        ceil_mode=bool(a["ceil_mode"]),
+        count_include_pad=bool(a["count_include_pad"]),
+    )
 
 
 def _adaptive_pool(cx, node, a, op, nd, outputs=1):
@@ -210,6 +228,7 @@ def _softmax(cx, node, a):
 
 
 # --- shape and data movement ------------------------------------------------------------
+
 
 def _cat(cx, node, a):
     # cat(xs, dim) => concat{axis}
@@ -277,8 +296,9 @@ def _flatten(cx, node, a):
     rank = cx.type(a["self"]).rank
     if rank == 0:
         return cx.emit("reshape", [cx.v(a["self"])], shape=[1])
-    return cx.emit("flatten", [cx.v(a["self"])], start_dim=_axis(a["start_dim"], rank),
-                   end_dim=_axis(a["end_dim"], rank))
+    return cx.emit(
+        "flatten", [cx.v(a["self"])], start_dim=_axis(a["start_dim"], rank), end_dim=_axis(a["end_dim"], rank)
+    )
 
 
 def _permute(cx, node, a):
@@ -353,11 +373,17 @@ def _to_dtype(cx, node, a):
 # --- the table ------------------------------------------------------------------------------
 
 RULES: dict[Any, Rule] = {
-    aten.conv1d.default: _conv, aten.conv2d.default: _conv, aten.conv3d.default: _conv,
-    aten.conv1d.padding: _conv, aten.conv2d.padding: _conv, aten.conv3d.padding: _conv,
+    aten.conv1d.default: _conv,
+    aten.conv2d.default: _conv,
+    aten.conv3d.default: _conv,
+    aten.conv1d.padding: _conv,
+    aten.conv2d.padding: _conv,
+    aten.conv3d.padding: _conv,
     aten.convolution.default: _conv,
     aten.linear.default: _linear,
-    aten.matmul.default: _matmul, aten.mm.default: _matmul, aten.bmm.default: _matmul,
+    aten.matmul.default: _matmul,
+    aten.mm.default: _matmul,
+    aten.bmm.default: _matmul,
     aten.addmm.default: _addmm,
     aten.batch_norm.default: _batch_norm,
     aten._native_batch_norm_legit_no_training.default: partial(_batch_norm, outputs=3),
@@ -367,24 +393,33 @@ RULES: dict[Any, Rule] = {
     aten.native_layer_norm.default: partial(_layer_norm, outputs=3),
     aten.gelu.default: _gelu,
     aten.relu6.default: partial(_clip, lo=0.0, hi=6.0),
-    aten.hardtanh.default: _clip, aten.clamp.default: _clip,
-    aten.clamp_min.default: _clip, aten.clamp_max.default: _clip,
-    aten.add.Tensor: partial(_binary, op="add"), aten.add.Scalar: partial(_binary, op="add"),
-    aten.sub.Tensor: partial(_binary, op="sub"), aten.sub.Scalar: partial(_binary, op="sub"),
+    aten.hardtanh.default: _clip,
+    aten.clamp.default: _clip,
+    aten.clamp_min.default: _clip,
+    aten.clamp_max.default: _clip,
+    aten.add.Tensor: partial(_binary, op="add"),
+    aten.add.Scalar: partial(_binary, op="add"),
+    aten.sub.Tensor: partial(_binary, op="sub"),
+    aten.sub.Scalar: partial(_binary, op="sub"),
     aten.rsub.Tensor: partial(_binary, op="sub", reverse=True),
     aten.rsub.Scalar: partial(_binary, op="sub", reverse=True),
-    aten.mul.Tensor: partial(_binary, op="mul"), aten.mul.Scalar: partial(_binary, op="mul"),
-    aten.div.Tensor: partial(_binary, op="div"), aten.div.Scalar: partial(_binary, op="div"),
+    aten.mul.Tensor: partial(_binary, op="mul"),
+    aten.mul.Scalar: partial(_binary, op="mul"),
+    aten.div.Tensor: partial(_binary, op="div"),
+    aten.div.Scalar: partial(_binary, op="div"),
     aten.div.Tensor_mode: partial(_binary, op="div"),
-    aten.pow.Tensor_Scalar: partial(_binary, op="pow"), aten.pow.Tensor_Tensor: partial(_binary, op="pow"),
+    aten.pow.Tensor_Scalar: partial(_binary, op="pow"),
+    aten.pow.Tensor_Tensor: partial(_binary, op="pow"),
     aten.maximum.default: partial(_binary, op="maximum"),
     aten.minimum.default: partial(_binary, op="minimum"),
-    aten.max_pool1d.default: partial(_max_pool, nd=1), aten.max_pool2d.default: partial(_max_pool, nd=2),
+    aten.max_pool1d.default: partial(_max_pool, nd=1),
+    aten.max_pool2d.default: partial(_max_pool, nd=2),
     aten.max_pool3d.default: partial(_max_pool, nd=3),
     aten.max_pool1d_with_indices.default: partial(_max_pool, nd=1, outputs=2),
     aten.max_pool2d_with_indices.default: partial(_max_pool, nd=2, outputs=2),
     aten.max_pool3d_with_indices.default: partial(_max_pool, nd=3, outputs=2),
-    aten.avg_pool1d.default: partial(_avg_pool, nd=1), aten.avg_pool2d.default: partial(_avg_pool, nd=2),
+    aten.avg_pool1d.default: partial(_avg_pool, nd=1),
+    aten.avg_pool2d.default: partial(_avg_pool, nd=2),
     aten.avg_pool3d.default: partial(_avg_pool, nd=3),
     aten.adaptive_avg_pool1d.default: partial(_adaptive_pool, op="adaptive_avg_pool", nd=1),
     aten.adaptive_avg_pool2d.default: partial(_adaptive_pool, op="adaptive_avg_pool", nd=2),
@@ -392,36 +427,74 @@ RULES: dict[Any, Rule] = {
     aten.adaptive_avg_pool3d.default: partial(_adaptive_pool, op="adaptive_avg_pool", nd=3),
     aten.adaptive_max_pool1d.default: partial(_adaptive_pool, op="adaptive_max_pool", nd=1, outputs=2),
     aten.adaptive_max_pool2d.default: partial(_adaptive_pool, op="adaptive_max_pool", nd=2, outputs=2),
-    aten.mean.dim: partial(_reduce, op="mean"), aten.mean.default: partial(_reduce, op="mean"),
-    aten.sum.dim_IntList: partial(_reduce, op="sum"), aten.sum.default: partial(_reduce, op="sum"),
-    aten.softmax.int: _softmax, aten._softmax.default: _softmax,
-    aten.cat.default: _cat, aten.concat.default: _cat,
-    aten.split.Tensor: _split, aten.split_with_sizes.default: _split, aten.chunk.default: _split,
+    aten.mean.dim: partial(_reduce, op="mean"),
+    aten.mean.default: partial(_reduce, op="mean"),
+    aten.sum.dim_IntList: partial(_reduce, op="sum"),
+    aten.sum.default: partial(_reduce, op="sum"),
+    aten.softmax.int: _softmax,
+    aten._softmax.default: _softmax,
+    aten.cat.default: _cat,
+    aten.concat.default: _cat,
+    aten.split.Tensor: _split,
+    aten.split_with_sizes.default: _split,
+    aten.chunk.default: _split,
     aten.unbind.int: _unbind,
-    aten.view.default: _view, aten.reshape.default: _view, aten._unsafe_view.default: _view,
+    aten.view.default: _view,
+    aten.reshape.default: _view,
+    aten._unsafe_view.default: _view,
     aten.flatten.using_ints: _flatten,
-    aten.unsqueeze.default: _unsqueeze, aten.squeeze.default: _squeeze,
-    aten.squeeze.dim: _squeeze, aten.squeeze.dims: _squeeze,
+    aten.unsqueeze.default: _unsqueeze,
+    aten.squeeze.default: _squeeze,
+    aten.squeeze.dim: _squeeze,
+    aten.squeeze.dims: _squeeze,
     aten.permute.default: _permute,
-    aten.transpose.int: _transpose, aten.swapaxes.default: _transpose, aten.t.default: _transpose,
+    aten.transpose.int: _transpose,
+    aten.swapaxes.default: _transpose,
+    aten.t.default: _transpose,
     aten.numpy_T.default: _transpose,
     aten.expand.default: _expand,
     aten.slice.Tensor: _slice,
     aten.select.int: _select,
     aten.embedding.default: _embedding,
-    aten.dropout.default: _dropout, aten.feature_dropout.default: _dropout,
-    aten.alpha_dropout.default: _dropout, aten.feature_alpha_dropout.default: _dropout,
+    aten.dropout.default: _dropout,
+    aten.feature_dropout.default: _dropout,
+    aten.alpha_dropout.default: _dropout,
+    aten.feature_alpha_dropout.default: _dropout,
     aten.native_dropout.default: partial(_dropout, outputs=2),
-    aten.clone.default: _identity, aten.contiguous.default: _identity, aten.alias.default: _identity,
-    aten.detach.default: _identity, aten.lift_fresh_copy.default: _identity,
-    aten._to_copy.default: _to_dtype, aten.to.dtype: _to_dtype, aten.to.dtype_layout: _to_dtype,
-    aten.to.device: _to_dtype, aten.type_as.default: _to_dtype,
+    aten.clone.default: _identity,
+    aten.contiguous.default: _identity,
+    aten.alias.default: _identity,
+    aten.detach.default: _identity,
+    aten.lift_fresh_copy.default: _identity,
+    aten._to_copy.default: _to_dtype,
+    aten.to.dtype: _to_dtype,
+    aten.to.dtype_layout: _to_dtype,
+    aten.to.device: _to_dtype,
+    aten.type_as.default: _to_dtype,
 }
 
-for _op in ["relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "neg", "exp", "log",
-            "sqrt", "rsqrt", "erf", "abs", "reciprocal"]:
+for _op in [
+    "relu",
+    "sigmoid",
+    "tanh",
+    "silu",
+    "hardswish",
+    "hardsigmoid",
+    "neg",
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "erf",
+    "abs",
+    "reciprocal",
+]:
     RULES[getattr(aten, _op).default] = partial(_unary, op=_op)  # op(x) => op
 
 # Assertions export leaves in the graph; they compute nothing.
-IGNORED = {aten._assert_tensor_metadata.default, aten._assert_scalar.default,
-           aten.sym_constrain_range_for_size.default, aten._assert_async.msg}
+IGNORED = {
+    aten._assert_tensor_metadata.default,
+    aten._assert_scalar.default,
+    aten.sym_constrain_range_for_size.default,
+    aten._assert_async.msg,
+}

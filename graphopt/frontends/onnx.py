@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -56,9 +57,14 @@ __all__ = ["load_onnx", "CANONICALIZE"]
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
-def load_onnx(path_or_proto: str | Path | bytes | onnx.ModelProto, *, name: str | None = None,
-              fold_constants: bool = True, canonicalize: bool = True,
-              base_dir: str | Path | None = None) -> Graph:
+def load_onnx(
+    path_or_proto: str | Path | bytes | onnx.ModelProto,
+    *,
+    name: str | None = None,
+    fold_constants: bool = True,
+    canonicalize: bool = True,
+    base_dir: str | Path | None = None,
+) -> Graph:
     """Import an ONNX model as a Graph; raises FrontendError naming the file and node at fault.
 
     External data is read from `base_dir`, by default the file's directory; bytes and
@@ -74,8 +80,10 @@ def load_onnx(path_or_proto: str | Path | bytes | onnx.ModelProto, *, name: str 
     opsets = {d.domain or "": d.version for d in model.opset_import}
     graph = Graph(name or stem or model.graph.name or "graph")
     graph.metadata = {
-        "source": "onnx", "opset": opsets.get("", opsets.get("ai.onnx", 0)),
-        "opset_imports": opsets, "ir_version": model.ir_version,
+        "source": "onnx",
+        "opset": opsets.get("", opsets.get("ai.onnx", 0)),
+        "opset_imports": opsets,
+        "ir_version": model.ir_version,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
     }
     if upgraded_from:
@@ -99,6 +107,7 @@ def load_onnx(path_or_proto: str | Path | bytes | onnx.ModelProto, *, name: str 
 
 
 # --- reading and checking ---------------------------------------------------------------
+
 
 def _read(source, base_dir) -> tuple[onnx.ModelProto, str, str | None]:
     """A private, checked copy of the model, a label for messages and a default graph name."""
@@ -141,17 +150,24 @@ def _check_versions(model: onnx.ModelProto, src: str) -> None:
     for d in model.opset_import:
         domain = "" if d.domain == "ai.onnx" else d.domain
         if domain in seen:
-            raise FrontendError(f"{src}: the model imports domain '{d.domain or 'ai.onnx'}' twice "
-                                f"(opsets {seen[domain]} and {d.version})")
+            raise FrontendError(
+                f"{src}: the model imports domain '{d.domain or 'ai.onnx'}' twice "
+                f"(opsets {seen[domain]} and {d.version})"
+            )
         seen[domain] = d.version
     newest = onnx.defs.onnx_opset_version()
     if seen.get("", 0) > newest:
-        raise FrontendError(f"{src}: opset {seen['']} is newer than the newest onnx {onnx.__version__} "
-                            f"defines ({newest}); the meaning of its operators is unknown")
+        raise FrontendError(
+            f"{src}: opset {seen['']} is newer than the newest onnx {onnx.__version__} "
+            f"defines ({newest}); the meaning of its operators is unknown"
+        )
     if model.ir_version > onnx.IR_VERSION:
-        warnings.warn(f"{src}: IR version {model.ir_version} is newer than the newest onnx "
-                      f"{onnx.__version__} knows; read as IR version {onnx.IR_VERSION}, "
-                      f"fields it does not know are ignored", stacklevel=4)
+        warnings.warn(
+            f"{src}: IR version {model.ir_version} is newer than the newest onnx "
+            f"{onnx.__version__} knows; read as IR version {onnx.IR_VERSION}, "
+            f"fields it does not know are ignored",
+            stacklevel=4,
+        )
         model.ir_version = onnx.IR_VERSION
 
 
@@ -163,13 +179,14 @@ def _load_external_data(model: onnx.ModelProto, src: str, base_dir) -> None:
     if base_dir is None:
         t, label = external[0]
         where = {e.key: e.value for e in t.external_data}.get("location", "?")
-        raise FrontendError(f"{src}: {label} keeps its data in external file '{where}', and bytes or "
-                            f"a ModelProto have no directory to find it in; pass base_dir=")
+        raise FrontendError(
+            f"{src}: {label} keeps its data in external file '{where}', and bytes or "
+            f"a ModelProto have no directory to find it in; pass base_dir="
+        )
     try:
         external_data_helper.load_external_data_for_model(model, str(base_dir))
     except Exception as e:
-        raise FrontendError(f"{src}: cannot read external data from '{base_dir}' "
-                            f"({type(e).__name__}: {e})") from None
+        raise FrontendError(f"{src}: cannot read external data from '{base_dir}' ({type(e).__name__}: {e})") from None
 
 
 def _first_output(names) -> str | None:
@@ -178,8 +195,7 @@ def _first_output(names) -> str | None:
 
 def _node_label(node: onnx.NodeProto, index: int) -> str:
     first = _first_output(node.output) or ""
-    return (f"node '{node.name}' ({node.op_type})" if node.name
-            else f"{node.op_type} node #{index} (output '{first}')")
+    return f"node '{node.name}' ({node.op_type})" if node.name else f"{node.op_type} node #{index} (output '{first}')"
 
 
 def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
@@ -220,8 +236,11 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, str]]:
             yield t.indices, f"indices of sparse initializer '{t.values.name}'"
         for k, n in enumerate(g.node):
             for a in n.attribute:
-                ts = [a.t] if a.type == onnx.AttributeProto.TENSOR else (
-                    a.tensors if a.type == onnx.AttributeProto.TENSORS else [])
+                ts = (
+                    [a.t]
+                    if a.type == onnx.AttributeProto.TENSOR
+                    else (a.tensors if a.type == onnx.AttributeProto.TENSORS else [])
+                )
                 yield from ((t, f"attribute '{a.name}' of {_node_label(n, k)}") for t in ts)
 
 
@@ -242,8 +261,7 @@ def _check_tensors(graph: onnx.GraphProto, src: str) -> None:
     for g in _all_graphs(graph):
         dup = _first_repeat([t.name for t in g.initializer] + [t.values.name for t in g.sparse_initializer])
         if dup is not None:
-            raise FrontendError(f"{src}: initializer '{dup}' is defined twice (runtimes disagree on which "
-                                f"one counts)")
+            raise FrontendError(f"{src}: initializer '{dup}' is defined twice (runtimes disagree on which one counts)")
         dup = _first_repeat([i.name for i in g.input])
         if dup is not None:
             raise FrontendError(f"{src}: graph input '{dup}' is declared twice")
@@ -251,8 +269,7 @@ def _check_tensors(graph: onnx.GraphProto, src: str) -> None:
             tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
             if tt is not None and tt.elem_type and tt.elem_type not in _ELEM_TYPES:
                 raise FrontendError(f"{src}: value '{vi.name}' has unknown element type {tt.elem_type}")
-            dims = [] if tt is None else [d.dim_value if d.HasField("dim_value") else d.dim_param
-                                          for d in tt.shape.dim]
+            dims = [] if tt is None else [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tt.shape.dim]
             if any(isinstance(d, int) and d < 0 for d in dims):
                 raise FrontendError(f"{src}: value '{vi.name}' has a negative dimension in its shape {dims}")
     for t, label in _tensors(graph):
@@ -282,8 +299,10 @@ def _check_structure(graph: onnx.GraphProto, src: str) -> None:
             if not o:
                 continue
             if o in producer:
-                raise FrontendError(f"{src}: value '{o}' is defined twice, by "
-                                    f"{_node_label(graph.node[producer[o]], producer[o])} and {_node_label(n, k)}")
+                raise FrontendError(
+                    f"{src}: value '{o}' is defined twice, by "
+                    f"{_node_label(graph.node[producer[o]], producer[o])} and {_node_label(n, k)}"
+                )
             if o in defined:
                 raise FrontendError(f"{src}: {_node_label(n, k)} redefines '{o}', which is {defined[o]}")
             producer[o] = k
@@ -294,8 +313,10 @@ def _check_structure(graph: onnx.GraphProto, src: str) -> None:
             if v in producer:
                 dag.add_edge(producer[v], k)
             elif v not in defined:
-                raise FrontendError(f"{src}: {_node_label(n, k)} reads '{v}', which no node, graph input "
-                                    f"or initializer defines (dangling input)")
+                raise FrontendError(
+                    f"{src}: {_node_label(n, k)} reads '{v}', which no node, graph input "
+                    f"or initializer defines (dangling input)"
+                )
     for o in graph.output:
         if o.name not in producer and o.name not in defined:
             raise FrontendError(f"{src}: graph output '{o.name}' is not defined by any node, input or initializer")
@@ -324,8 +345,7 @@ def _upgrade_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int | None]
 def _infer_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     """Shape-inferred copy; strict mode when the model allows it (else a note why not)."""
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
-                                                 data_prop=True), ""
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True), ""
     except Exception as strict_error:
         note = f"lenient ({type(strict_error).__name__}: {str(strict_error).splitlines()[0][:200]})"
     try:
@@ -342,8 +362,10 @@ def tensor_type(tp: onnx.TypeProto, name: str) -> TensorType | None:
     dtype = dtype_name(tt.elem_type)
     if dtype is None or not tt.HasField("shape"):
         return None
-    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{name}_dim{axis}")
-            for axis, d in enumerate(tt.shape.dim)]
+    dims = [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{name}_dim{axis}")
+        for axis, d in enumerate(tt.shape.dim)
+    ]
     return TensorType(tuple(dims), dtype)
 
 
@@ -365,13 +387,19 @@ def _fill_missing_types(model: onnx.ModelProto, types: dict[str, TensorType | No
             probe.graph.output.add().name = name
     try:
         from graphopt.backends.onnxruntime import ort_session
+
         outputs = ort_session(probe).get_outputs()
     except Exception:
         return  # onnxruntime cannot load it either; those values stay untyped
     for o in outputs:
         if o.name in missing and o.type.startswith("tensor(") and o.shape is not None:
-            dtype = {"float": "float32", "double": "float64", "float16": "float16", "bfloat16": "bfloat16",
-                     "bool": "bool"}.get(o.type[7:-1], o.type[7:-1])
+            dtype = {
+                "float": "float32",
+                "double": "float64",
+                "float16": "float16",
+                "bfloat16": "bfloat16",
+                "bool": "bool",
+            }.get(o.type[7:-1], o.type[7:-1])
             if dtype in DTYPE_ABBREV:
                 dims = [d if isinstance(d, (int, str)) else f"{o.name}_dim{a}" for a, d in enumerate(o.shape)]
                 types[o.name] = TensorType(tuple(dims), dtype)
@@ -379,11 +407,13 @@ def _fill_missing_types(model: onnx.ModelProto, types: dict[str, TensorType | No
 
 # --- graphsurgeon import -------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence graphsurgeon's and onnxruntime's warnings while folding constants."""
     import onnxruntime
     from onnx_graphsurgeon.logger import G_LOGGER
+
     old = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.CRITICAL
     onnxruntime.set_default_logger_severity(3)
@@ -400,9 +430,12 @@ def _import_gs(model: onnx.ModelProto, fold: bool) -> gs.Graph:
     Folding is for shape arithmetic: nodes reading a float initializer (a weight
     that should stay a named, trainable parameter) and Q/DQ nodes are not folded.
     """
-    weights = {t.name for t in model.graph.initializer
-               if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
-                                  onnx.TensorProto.BFLOAT16)}
+    weights = {
+        t.name
+        for t in model.graph.initializer
+        if t.data_type
+        in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+    }
 
     def keep(n: gs.Node) -> bool:
         return n.op in _QDQ or any(t.name in weights for t in n.inputs)
@@ -420,15 +453,16 @@ def _import_gs(model: onnx.ModelProto, fold: bool) -> gs.Graph:
 
 # --- building the IR --------------------------------------------------------------------------
 
-def _build(graph: Graph, gsg: gs.Graph, model: onnx.ModelProto,
-           types: dict[str, TensorType | None], src: str) -> None:
+
+def _build(graph: Graph, gsg: gs.Graph, model: onnx.ModelProto, types: dict[str, TensorType | None], src: str) -> None:
     initializers = {t.name for t in model.graph.initializer}
     protos = {_first_output(n.output): n for n in model.graph.node}
     for t in gsg.inputs:
         if isinstance(t, gs.Variable):
             if types.get(t.name) is None:
-                raise FrontendError(f"{src}: graph input '{t.name}' has no tensor type with a known "
-                                    f"rank and a supported dtype")
+                raise FrontendError(
+                    f"{src}: graph input '{t.name}' has no tensor type with a known rank and a supported dtype"
+                )
             graph.add_input(t.name, types[t.name])
     tensors = gsg.tensors()
     tensors.update((k, t) for k, t in _captured_tensors(gsg, model.graph).items() if k not in tensors)
@@ -441,8 +475,7 @@ def _build(graph: Graph, gsg: gs.Graph, model: onnx.ModelProto,
     for node in gsg.nodes:
         if not node.domain and _constant_node(graph, node):
             continue
-        cx = NodeContext(graph, node, opset=opset, onnx_types=types, graph_outputs=graph_outputs,
-                         reserved=reserved)
+        cx = NodeContext(graph, node, opset=opset, onnx_types=types, graph_outputs=graph_outputs, reserved=reserved)
         try:
             mapped, reason = convert_node(cx)
         except InvalidNode as e:
@@ -462,16 +495,22 @@ def _captured_tensors(gsg: gs.Graph, model_graph: onnx.GraphProto) -> dict[str, 
         g = pending.pop()
         for node in g.nodes:
             for v in node.attrs.values():
-                subs = [v] if isinstance(v, gs.Graph) else [x for x in v if isinstance(x, gs.Graph)] \
-                    if isinstance(v, list) else []
+                subs = (
+                    [v]
+                    if isinstance(v, gs.Graph)
+                    else [x for x in v if isinstance(x, gs.Graph)]
+                    if isinstance(v, list)
+                    else []
+                )
                 for sub in subs:
                     found.update((k, t) for k, t in sub.tensors().items() if k in wanted)
                     pending.append(sub)
     return found
 
 
-def _add_param(graph: Graph, name: str, t: gs.Constant, onnx_type: TensorType | None, *,
-               trainable: bool, src: str) -> None:
+def _add_param(
+    graph: Graph, name: str, t: gs.Constant, onnx_type: TensorType | None, *, trainable: bool, src: str
+) -> None:
     try:
         data = np.asarray(t.values)
     except Exception as e:
@@ -536,8 +575,9 @@ def _text(b: bytes) -> str | bytes:
         return b
 
 
-def _add_opaque(graph: Graph, node: gs.Node, proto: onnx.NodeProto | None,
-                types: dict[str, TensorType | None], reason: str) -> Node:
+def _add_opaque(
+    graph: Graph, node: gs.Node, proto: onnx.NodeProto | None, types: dict[str, TensorType | None], reason: str
+) -> Node:
     ins = [t.name for t in node.inputs]
     while ins and not ins[-1]:
         ins.pop()
@@ -557,10 +597,15 @@ def _add_opaque(graph: Graph, node: gs.Node, proto: onnx.NodeProto | None,
     extra = [c for c in captures(proto) if c in graph.values] if proto is not None else []
     if extra:
         attrs["onnx_captures"] = extra
-    return graph.add_node(OPAQUE, [v for v in ins if v] + extra, attrs=attrs,
-                          name=node.name or (outs[0] if outs else node.op), outputs=outs,
-                          output_types=[types.get(o) for o in outs],
-                          meta={"onnx_node": node.name, "onnx_op": node.op, "unmapped": reason})
+    return graph.add_node(
+        OPAQUE,
+        [v for v in ins if v] + extra,
+        attrs=attrs,
+        name=node.name or (outs[0] if outs else node.op),
+        outputs=outs,
+        output_types=[types.get(o) for o in outs],
+        meta={"onnx_node": node.name, "onnx_op": node.op, "unmapped": reason},
+    )
 
 
 # --- canonicalization of exported idioms ---------------------------------------------------------

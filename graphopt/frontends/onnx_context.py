@@ -14,7 +14,8 @@ by running the op's reference on two different sets of stand-in sizes.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -28,7 +29,7 @@ from graphopt.ir.types import DTYPE_ABBREV, Dim, TensorType, dtype_from_torch, t
 
 __all__ = ["NodeContext", "Unmappable", "InvalidNode", "dtype_name", "infer_types", "merge_types", "INT64_MAX"]
 
-INT64_MAX = 2 ** 63 - 1
+INT64_MAX = 2**63 - 1
 
 
 def dtype_name(elem_type: int) -> str | None:
@@ -56,19 +57,21 @@ _PROBES = (7919, 10007)  # stand-in sizes for symbolic dims: symbol k -> base + 
 def _meta(t: TensorType | None, sizes: dict[str, int]) -> torch.Tensor | None:
     if t is None:
         return None
-    return torch.empty([sizes[d] if isinstance(d, str) else d for d in t.shape],
-                       dtype=torch_dtype(t.dtype), device="meta")
+    return torch.empty(
+        [sizes[d] if isinstance(d, str) else d for d in t.shape], dtype=torch_dtype(t.dtype), device="meta"
+    )
 
 
-def infer_types(graph: Graph, op: str, inputs: Sequence[str], attrs: dict[str, Any],
-                out_names: Sequence[str]) -> list[TensorType]:
+def infer_types(
+    graph: Graph, op: str, inputs: Sequence[str], attrs: dict[str, Any], out_names: Sequence[str]
+) -> list[TensorType]:
     """Output types of `op(inputs)`, symbolic dims included; raises Unmappable if the op rejects them."""
     in_types = [graph.values[v].type for v in inputs]
     if any(t is None for t in in_types):
         raise Unmappable(f"{op}: an input type is unknown")
     symbols = sorted({d for t in in_types for d in t.shape if isinstance(d, str)})
     probes = []
-    for base in (_PROBES if symbols else _PROBES[:1]):
+    for base in _PROBES if symbols else _PROBES[:1]:
         sizes = {s: base + 2 * k for k, s in enumerate(symbols)}
         try:
             out = get_op(op).impl(*[_meta(t, sizes) for t in in_types], **attrs)
@@ -98,22 +101,28 @@ def merge_types(derived: TensorType, onnx_t: TensorType | None, name: str, where
     """
     if onnx_t is None:
         return derived
-    if onnx_t.dtype != derived.dtype or onnx_t.rank != derived.rank or any(
-            isinstance(a, int) and isinstance(b, int) and a != b
-            for a, b in zip(derived.shape, onnx_t.shape)):
+    if (
+        onnx_t.dtype != derived.dtype
+        or onnx_t.rank != derived.rank
+        or any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(derived.shape, onnx_t.shape))
+    ):
         raise Unmappable(f"{where}: canonical form gives {derived}, ONNX infers {onnx_t}")
-    dims = [a if isinstance(a, int) or (a != f"{name}_dim{axis}" and not isinstance(b, int)) else b
-            for axis, (a, b) in enumerate(zip(derived.shape, onnx_t.shape))]
+    dims = [
+        a if isinstance(a, int) or (a != f"{name}_dim{axis}" and not isinstance(b, int)) else b
+        for axis, (a, b) in enumerate(zip(derived.shape, onnx_t.shape))
+    ]
     return TensorType(tuple(dims), derived.dtype)
 
 
 # --- per-node context ------------------------------------------------------------------
 
+
 class NodeContext:
     """What a rule sees of one ONNX node, and how it adds canonical nodes and parameters."""
 
-    def __init__(self, graph: Graph, node: gs.Node, *, opset: int, onnx_types: dict,
-                 graph_outputs: set[str], reserved: set[str]):
+    def __init__(
+        self, graph: Graph, node: gs.Node, *, opset: int, onnx_types: dict, graph_outputs: set[str], reserved: set[str]
+    ):
         self.graph, self.node, self.opset = graph, node, opset
         self.op_type = node.op
         self.ins = [t.name for t in node.inputs]  # "" marks an omitted optional input
@@ -171,8 +180,7 @@ class NodeContext:
             k += 1
         return name
 
-    def emit(self, op: str, inputs: Sequence[str], attrs: dict[str, Any] | None = None, *,
-             final: bool = False) -> str:
+    def emit(self, op: str, inputs: Sequence[str], attrs: dict[str, Any] | None = None, *, final: bool = False) -> str:
         """Add canonical `op(inputs)`; final=True makes it define this ONNX node's outputs."""
         attrs = get_op(op).with_defaults(attrs or {})
         count = get_op(op).output_count(attrs)
@@ -186,10 +194,16 @@ class NodeContext:
             outs = [name] if count == 1 else [self.fresh(f"{name}_{k}") for k in range(count)]
         types = infer_types(self.graph, op, inputs, attrs, outs)
         if final:
-            types = [merge_types(t, self._onnx_types.get(o), o, f"{self.op_type} -> {op}")
-                     for t, o in zip(types, outs)]
-        node = self.graph.add_node(op, inputs, attrs=attrs, name=name, outputs=outs, output_types=types,
-                                   meta={"onnx_node": self.node.name, "onnx_op": self.op_type})
+            types = [merge_types(t, self._onnx_types.get(o), o, f"{self.op_type} -> {op}") for t, o in zip(types, outs)]
+        node = self.graph.add_node(
+            op,
+            inputs,
+            attrs=attrs,
+            name=name,
+            outputs=outs,
+            output_types=types,
+            meta={"onnx_node": self.node.name, "onnx_op": self.op_type},
+        )
         self._undo.append(("node", node))
         return outs[0]
 

@@ -12,7 +12,8 @@ which fails the import naming the node: no runtime could run it.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ Rule = Callable[[NodeContext], bool]
 
 # --- helpers -----------------------------------------------------------------------------
 
+
 def _static_spatial(cx: NodeContext, nd: int) -> list[int] | None:
     t = cx.type(0)
     if t is None or t.rank != nd + 2 or not all(isinstance(d, int) for d in t.shape[2:]):
@@ -30,8 +32,7 @@ def _static_spatial(cx: NodeContext, nd: int) -> list[int] | None:
     return list(t.shape[2:])
 
 
-def _window_pads(cx: NodeContext, kernel: Sequence[int], strides: Sequence[int],
-                 dilations: Sequence[int]) -> list[int]:
+def _window_pads(cx: NodeContext, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]) -> list[int]:
     """ONNX `pads` after resolving `auto_pad`."""
     nd = len(kernel)
     auto = cx.attr("auto_pad", "NOTSET")
@@ -72,6 +73,7 @@ def _scalar_input(cx: NodeContext, i: int) -> float | int | None:
 
 # --- rules -----------------------------------------------------------------------------------
 
+
 def _check_conv_weight(cx: NodeContext) -> None:
     """Conv's weight must fit its input, group and kernel_shape, or no runtime can run it."""
     x, w, group = cx.type(0), cx.type(1), int(cx.attr("group", 1))
@@ -100,8 +102,7 @@ def conv(cx: NodeContext) -> bool:
     dil = list(cx.attr("dilations", [1] * nd))
     pads = _window_pads(cx, kernel, strides, dil)
     ins = cx.ins[:3] if cx.has(2) else cx.ins[:2]
-    cx.emit("conv", ins, dict(stride=strides, pads=pads, dilation=dil, groups=int(cx.attr("group", 1))),
-            final=True)
+    cx.emit("conv", ins, dict(stride=strides, pads=pads, dilation=dil, groups=int(cx.attr("group", 1))), final=True)
     return True
 
 
@@ -112,15 +113,24 @@ def gemm(cx: NodeContext) -> bool:
     bt = cx.type(1)
     n = None if bt is None or bt.rank != 2 else bt.shape[0 if tb else 1]
     cdata = cx.const(2)
-    bias_ok = c is None or (beta == 1.0 and cdata is not None and isinstance(n, int)
-                            and cdata.size in (1, n) and cdata.shape in ((), (1,), (n,), (1, n)))
+    bias_ok = c is None or (
+        beta == 1.0
+        and cdata is not None
+        and isinstance(n, int)
+        and cdata.size in (1, n)
+        and cdata.shape in ((), (1,), (n,), (1, n))
+    )
     if not ta and alpha == 1.0 and bias_ok and (tb or cx.const(1) is not None):
         weight = b if tb else cx.transposed(1)
         ins = [a, weight]
         if c is not None:
-            ins.append(c if cdata.shape == (n,) else
-                       cx.add_param(f"{c}_{n}", np.broadcast_to(cdata.reshape(-1), (n,)).copy(),
-                                    trainable=cx.graph.params[c].trainable))
+            ins.append(
+                c
+                if cdata.shape == (n,)
+                else cx.add_param(
+                    f"{c}_{n}", np.broadcast_to(cdata.reshape(-1), (n,)).copy(), trainable=cx.graph.params[c].trainable
+                )
+            )
         cx.emit("linear", ins, final=True)
         return True
     a2 = cx.emit("permute", [a], {"perm": [1, 0]}) if ta else a
@@ -141,8 +151,13 @@ def matmul(cx: NodeContext) -> bool:
     x_ok = cx.rank(0) is not None and cx.rank(0) >= 1
     if b is not None and b.ndim == 2 and x_ok:
         cx.emit("linear", [cx.ins[0], cx.transposed(1)], final=True)  # x @ B == linear(x, B.T)
-    elif (t is not None and t.op == "permute" and list(t.attrs["perm"]) == [1, 0] and x_ok
-          and cx.graph.is_param(t.inputs[0])):
+    elif (
+        t is not None
+        and t.op == "permute"
+        and list(t.attrs["perm"]) == [1, 0]
+        and x_ok
+        and cx.graph.is_param(t.inputs[0])
+    ):
         cx.emit("linear", [cx.ins[0], t.inputs[0]], final=True)  # x @ W.T == linear(x, W)
     else:
         cx.emit("matmul", cx.ins[:2], final=True)
@@ -171,8 +186,7 @@ def layer_norm(cx: NodeContext) -> bool:
     ins = [v for v in cx.ins[:3]]
     if not cx.has(2):
         ins = ins[:2]
-    cx.emit("layer_norm", ins, {"normalized_shape": shape, "eps": float(cx.attr("epsilon", 1e-5))},
-            final=True)
+    cx.emit("layer_norm", ins, {"normalized_shape": shape, "eps": float(cx.attr("epsilon", 1e-5))}, final=True)
     return True
 
 
@@ -180,6 +194,7 @@ def unary(op: str) -> Rule:
     def rule(cx: NodeContext) -> bool:
         cx.emit(op, cx.ins[:1], final=True)
         return True
+
     rule.__name__ = op
     return rule
 
@@ -188,19 +203,18 @@ def binary(op: str) -> Rule:
     def rule(cx: NodeContext) -> bool:
         if len(cx.ins) != 2:
             return False
-        if op == "div" and not all(cx.type(i) and cx.type(i).dtype.startswith(("float", "bfloat"))
-                                   for i in (0, 1)):
+        if op == "div" and not all(cx.type(i) and cx.type(i).dtype.startswith(("float", "bfloat")) for i in (0, 1)):
             return False  # ONNX integer Div truncates; canonical div is true division
         cx.emit(op, cx.ins, final=True)
         return True
+
     rule.__name__ = op
     return rule
 
 
 def gelu(cx: NodeContext) -> bool:
     approx = cx.attr("approximate", "none")
-    cx.emit("gelu", cx.ins[:1], {"approximate": approx.decode() if isinstance(approx, bytes) else approx},
-            final=True)
+    cx.emit("gelu", cx.ins[:1], {"approximate": approx.decode() if isinstance(approx, bytes) else approx}, final=True)
     return True
 
 
@@ -224,8 +238,12 @@ def clip(cx: NodeContext) -> bool:
         hi = _scalar_input(cx, 2) if cx.has(2) else None
     is_int = t is not None and not t.dtype.startswith(("float", "bfloat"))
     conv_ = int if is_int else float
-    cx.emit("clip", cx.ins[:1], {"min": None if lo is None else conv_(lo),
-                                 "max": None if hi is None else conv_(hi)}, final=True)
+    cx.emit(
+        "clip",
+        cx.ins[:1],
+        {"min": None if lo is None else conv_(lo), "max": None if hi is None else conv_(hi)},
+        final=True,
+    )
     return True
 
 
@@ -327,8 +345,13 @@ def _pool_attrs(cx: NodeContext) -> dict[str, Any] | None:
     nd = len(kernel)
     strides = list(cx.attr("strides", [1] * nd))
     dil = list(cx.attr("dilations", [1] * nd))
-    return dict(kernel_size=list(kernel), stride=strides, dilation=dil,
-                pads=_window_pads(cx, kernel, strides, dil), ceil_mode=bool(cx.attr("ceil_mode", 0)))
+    return dict(
+        kernel_size=list(kernel),
+        stride=strides,
+        dilation=dil,
+        pads=_window_pads(cx, kernel, strides, dil),
+        ceil_mode=bool(cx.attr("ceil_mode", 0)),
+    )
 
 
 def max_pool(cx: NodeContext) -> bool:
@@ -355,6 +378,7 @@ def global_pool(op: str) -> Rule:
             return False
         cx.emit(op, cx.ins[:1], {"output_size": [1] * (r - 2)}, final=True)
         return True
+
     rule.__name__ = op
     return rule
 
@@ -369,9 +393,9 @@ def reduce(op: str, axes_input_since: int) -> Rule:
             if cx.rank(0) is None:
                 return False
             axes = list(range(cx.rank(0)))
-        cx.emit(op, cx.ins[:1], {"dims": [int(a) for a in axes],
-                                 "keepdim": bool(cx.attr("keepdims", 1))}, final=True)
+        cx.emit(op, cx.ins[:1], {"dims": [int(a) for a in axes], "keepdim": bool(cx.attr("keepdims", 1))}, final=True)
         return True
+
     rule.__name__ = op
     return rule
 
@@ -398,8 +422,7 @@ def gather(cx: NodeContext) -> bool:
     if idx.ndim == 0:
         cx.emit("select", cx.ins[:1], {"axis": axis, "index": i}, final=True)
     else:
-        cx.emit("slice", cx.ins[:1], {"axis": axis, "start": i, "end": i + 1 if i != -1 else INT64_MAX},
-                final=True)
+        cx.emit("slice", cx.ins[:1], {"axis": axis, "start": i, "end": i + 1 if i != -1 else INT64_MAX}, final=True)
     return True
 
 
@@ -469,8 +492,9 @@ def slice_(cx: NodeContext) -> bool:
         if isinstance(dim, int):  # ONNX clamping, made explicit
             s = min(max(s + dim if s < 0 else s, 0), dim)
             e = min(max(e + dim if e < 0 else e, 0), dim)
-        y = cx.emit("slice", [y], {"axis": int(a), "start": int(s), "end": int(e), "step": int(st)},
-                    final=k == len(axes) - 1)
+        y = cx.emit(
+            "slice", [y], {"axis": int(a), "start": int(s), "end": int(e), "step": int(st)}, final=k == len(axes) - 1
+        )
     return True
 
 
@@ -510,24 +534,23 @@ def dequantize_linear(cx: NodeContext) -> bool:
     if int(cx.attr("block_size", 0)) or t is None or t.dtype not in _QDTYPES:
         return False
     axis = _q_axis(cx, 1)
-    zp = cx.ins[2] if cx.has(2) else cx.add_param(f"{cx.name}/zero_point",
-                                                  np.zeros(cx.type(1).shape, dtype=t.dtype))
+    zp = cx.ins[2] if cx.has(2) else cx.add_param(f"{cx.name}/zero_point", np.zeros(cx.type(1).shape, dtype=t.dtype))
     cx.freeze(1, 2)
     cx.emit("dequantize", [cx.ins[0], cx.ins[1], zp], {"axis": axis}, final=True)
     return True
 
 
 RULES: dict[str, Rule] = {
-    "Conv": conv,                                    # Conv(x, W, b) => conv (auto_pad resolved)
-    "Gemm": gemm,                                    # Gemm => linear, or permute/matmul/mul/add
-    "MatMul": matmul,                                # MatMul(x, B) => linear(x, B.T) for a 2-D param B (or W.T)
-    "BatchNormalization": batch_norm,                # inference form only
-    "LayerNormalization": layer_norm,                # scale/bias of the normalized shape
+    "Conv": conv,  # Conv(x, W, b) => conv (auto_pad resolved)
+    "Gemm": gemm,  # Gemm => linear, or permute/matmul/mul/add
+    "MatMul": matmul,  # MatMul(x, B) => linear(x, B.T) for a 2-D param B (or W.T)
+    "BatchNormalization": batch_norm,  # inference form only
+    "LayerNormalization": layer_norm,  # scale/bias of the normalized shape
     "Relu": unary("relu"),
     "Sigmoid": unary("sigmoid"),
     "Tanh": unary("tanh"),
     "HardSwish": unary("hardswish"),
-    "HardSigmoid": hard_sigmoid,                     # torch's (1/6, 1/2) or clip(alpha*x + beta)
+    "HardSigmoid": hard_sigmoid,  # torch's (1/6, 1/2) or clip(alpha*x + beta)
     "Erf": unary("erf"),
     "Neg": unary("neg"),
     "Exp": unary("exp"),
@@ -535,36 +558,36 @@ RULES: dict[str, Rule] = {
     "Sqrt": unary("sqrt"),
     "Abs": unary("abs"),
     "Reciprocal": unary("reciprocal"),
-    "Gelu": gelu,                                    # opset 20
-    "Clip": clip,                                    # constant bounds only
+    "Gelu": gelu,  # opset 20
+    "Clip": clip,  # constant bounds only
     "Add": binary("add"),
     "Sub": binary("sub"),
     "Mul": binary("mul"),
-    "Div": binary("div"),                            # float only
+    "Div": binary("div"),  # float only
     "Pow": binary("pow"),
-    "Max": binary("maximum"),                        # two inputs only
+    "Max": binary("maximum"),  # two inputs only
     "Min": binary("minimum"),
     "Concat": concat,
-    "Split": split,                                  # sizes from input, attribute or num_outputs
-    "Reshape": reshape,                              # constant shape
-    "Flatten": flatten,                              # always 2-D, as ONNX defines it
+    "Split": split,  # sizes from input, attribute or num_outputs
+    "Reshape": reshape,  # constant shape
+    "Flatten": flatten,  # always 2-D, as ONNX defines it
     "Transpose": transpose,
-    "Unsqueeze": unsqueeze,                          # constant axes
-    "Squeeze": squeeze,                              # constant axes, or every size-1 dim
-    "MaxPool": max_pool,                             # without the indices output
+    "Unsqueeze": unsqueeze,  # constant axes
+    "Squeeze": squeeze,  # constant axes, or every size-1 dim
+    "MaxPool": max_pool,  # without the indices output
     "AveragePool": avg_pool,
     "GlobalAveragePool": global_pool("adaptive_avg_pool"),  # => output_size 1x..x1
     "GlobalMaxPool": global_pool("adaptive_max_pool"),
-    "ReduceMean": reduce("mean", 18),                # axes: attribute, or input from opset 18
-    "ReduceSum": reduce("sum", 13),                  # axes: attribute, or input from opset 13
+    "ReduceMean": reduce("mean", 18),  # axes: attribute, or input from opset 18
+    "ReduceSum": reduce("sum", 13),  # axes: attribute, or input from opset 13
     "Softmax": softmax,
-    "Gather": gather,                                # table rows => embedding; const index => select/slice
-    "Dropout": dropout,                              # inference only
+    "Gather": gather,  # table rows => embedding; const index => select/slice
+    "Dropout": dropout,  # inference only
     "Identity": identity,
     "Cast": cast,
-    "Expand": expand,                                # constant shape
-    "Slice": slice_,                                 # constant starts/ends/steps > 0 => slice per axis
-    "QuantizeLinear": quantize_linear,               # per-tensor or per-axis
+    "Expand": expand,  # constant shape
+    "Slice": slice_,  # constant starts/ends/steps > 0 => slice per axis
+    "QuantizeLinear": quantize_linear,  # per-tensor or per-axis
     "DequantizeLinear": dequantize_linear,
 }
 

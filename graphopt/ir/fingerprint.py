@@ -29,7 +29,9 @@ def _canonical(obj: Any) -> str:
     if isinstance(obj, np.ndarray):
         return array_digest(obj)
     if isinstance(obj, dict):
-        return "{" + ",".join(f"{k!r}:{_canonical(v)}" for k, v in sorted(obj.items(), key=lambda kv: repr(kv[0]))) + "}"
+        return (
+            "{" + ",".join(f"{k!r}:{_canonical(v)}" for k, v in sorted(obj.items(), key=lambda kv: repr(kv[0]))) + "}"
+        )
     if isinstance(obj, (list, tuple)):
         return type(obj).__name__ + "(" + ",".join(_canonical(v) for v in obj) + ")"
     return repr(obj)
@@ -53,7 +55,11 @@ class Fingerprint:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Fingerprint) and (self.nodes, self.values, self.params, self.boundary) == (
-            other.nodes, other.values, other.params, other.boundary)
+            other.nodes,
+            other.values,
+            other.params,
+            other.boundary,
+        )
 
 
 def fingerprint(graph: "Graph") -> Fingerprint:
@@ -65,8 +71,11 @@ def fingerprint(graph: "Graph") -> Fingerprint:
 
 def describe_change(before: Fingerprint, after: Fingerprint) -> str:
     """The first difference, e.g. "parameter 'conv.weight' data" or "node 'relu' was removed"."""
-    for kind, a, b in (("parameter", before.params, after.params), ("node", before.nodes, after.nodes),
-                       ("value", before.values, after.values)):
+    for kind, a, b in (
+        ("parameter", before.params, after.params),
+        ("node", before.nodes, after.nodes),
+        ("value", before.values, after.values),
+    ):
         for name in sorted(a.keys() | b.keys()):
             if name not in b:
                 return f"{kind} '{name}' was removed"

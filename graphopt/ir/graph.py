@@ -30,10 +30,11 @@ from __future__ import annotations
 import copy
 import heapq
 import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -62,8 +63,7 @@ def frozen_array(array: Any, *, what: str = "array") -> np.ndarray:
 def _frozen_view(array: np.ndarray) -> bool:
     """True for a read-only view whose base is read-only too (what `frozen_array` returns)."""
     base = array.base
-    return (not array.flags.writeable and isinstance(base, np.ndarray) and base.base is None
-            and not base.flags.writeable)
+    return not array.flags.writeable and isinstance(base, np.ndarray) and base.base is None and not base.flags.writeable
 
 
 class FrozenAttrs(dict):
@@ -117,8 +117,15 @@ class Node:
 
     __slots__ = ("_name", "_op", "_inputs", "_outputs", "_attrs", "meta")
 
-    def __init__(self, name: str, op: str, inputs: Sequence[str], outputs: Sequence[str],
-                 attrs: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        name: str,
+        op: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        attrs: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ):
         self._name = name
         self._op = op
         self._inputs: tuple[str, ...] = tuple(inputs)
@@ -262,6 +269,7 @@ class Graph:
         Graph inputs and parameters are not vertices; analyses read them from
         `graph.inputs` / `graph.params`. The view is rebuilt after every edit.
         """
+
         def build():
             g = nx.MultiDiGraph()
             for n in self.nodes:
@@ -272,6 +280,7 @@ class Graph:
                     if p is not None:
                         g.add_edge(p.name, n.name, key=v)
             return g
+
         return self.cached("nx", build)
 
     def unique_name(self, base: str) -> str:
@@ -376,8 +385,7 @@ class Graph:
         self._outputs = list(names)
         self._touch()
 
-    def add_param(self, name: str, data: np.ndarray, *, trainable: bool | None = None,
-                  unique: bool = True) -> str:
+    def add_param(self, name: str, data: np.ndarray, *, trainable: bool | None = None, unique: bool = True) -> str:
         """Add constant `data` (copied, read-only) as a parameter value; returns its name."""
         if unique:
             name = self.unique_name(name)
@@ -390,10 +398,18 @@ class Graph:
         self._touch()
         return name
 
-    def add_node(self, op: str, inputs: Sequence[str], *, attrs: Mapping[str, Any] | None = None,
-                 name: str | None = None, outputs: Sequence[str] | None = None,
-                 output_types: Sequence[TensorType | None] | None = None,
-                 meta: Mapping[str, Any] | None = None, infer: bool = True) -> Node:
+    def add_node(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        outputs: Sequence[str] | None = None,
+        output_types: Sequence[TensorType | None] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        infer: bool = True,
+    ) -> Node:
         """Create a node right after the last producer of its inputs and return it.
 
         Output names default to the node name (`name`, `name_1`, ... for several);
@@ -429,6 +445,7 @@ class Graph:
 
     def _infer(self, node: Node) -> list[TensorType | None]:
         from graphopt.ir.shape_inference import infer_output_types
+
         return infer_output_types(self, node)
 
     # ---- editing verbs -----------------------------------------------------------
@@ -461,8 +478,7 @@ class Graph:
         node._attrs = FrozenAttrs(merged)
         self._touch()
 
-    def rewrite_node(self, node: Node, op: str, inputs: Sequence[str],
-                     attrs: Mapping[str, Any] | None = None) -> Node:
+    def rewrite_node(self, node: Node, op: str, inputs: Sequence[str], attrs: Mapping[str, Any] | None = None) -> Node:
         """Turn `node` into a different op computing the same output names."""
         attrs = dict(attrs or {})
         if op != OPAQUE:
@@ -488,6 +504,7 @@ class Graph:
         VerificationError naming the node whose op rejects its new input types.
         """
         from graphopt.ir.shape_inference import infer_node_types
+
         if from_values is None:
             heap = [(self.position(n), n.name) for n in self.nodes]
         else:
@@ -529,9 +546,16 @@ class Graph:
         self._touch()
         return count
 
-    def insert_on_edge(self, value: str, op: str, *, extra_inputs: Sequence[str] = (),
-                       attrs: Mapping[str, Any] | None = None, name: str | None = None,
-                       readers: Sequence[Node] | None = None) -> Node:
+    def insert_on_edge(
+        self,
+        value: str,
+        op: str,
+        *,
+        extra_inputs: Sequence[str] = (),
+        attrs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        readers: Sequence[Node] | None = None,
+    ) -> Node:
         """Insert `op(value, *extra_inputs)` between `value` and its readers (all by default)."""
         to_outputs = readers is None and value in self._outputs
         readers = list(self._users.get(value, {}).values()) if readers is None else list(readers)
@@ -563,8 +587,9 @@ class Graph:
         self.remove_node(node)
 
     # ---- parameter verbs ---------------------------------------------------------
-    def set_param(self, name: str, data: np.ndarray, *, mask: np.ndarray | None = _KEEP,
-                  encoding: Encoding | None = None) -> None:
+    def set_param(
+        self, name: str, data: np.ndarray, *, mask: np.ndarray | None = _KEEP, encoding: Encoding | None = None
+    ) -> None:
         """Replace a parameter's data; its value type follows.
 
         The mask is kept (and applied: pruned entries are zeroed) unless `mask` is
@@ -578,8 +603,10 @@ class Graph:
         if mask is _KEEP:
             mask = p.mask
             if mask is not None and mask.shape != data.shape:
-                raise GraphError(f"parameter '{name}': new data {data.shape} does not fit its mask "
-                                 f"{mask.shape}; pass mask= (None to drop it)")
+                raise GraphError(
+                    f"parameter '{name}': new data {data.shape} does not fit its mask "
+                    f"{mask.shape}; pass mask= (None to drop it)"
+                )
         self._store(name, Parameter(data, p.trainable), mask, encoding)
 
     def set_mask(self, name: str, mask: np.ndarray | None) -> None:
@@ -595,8 +622,10 @@ class Graph:
             _check_encoding(name, encoding)
             data = frozen_array(_decode(name, encoding), what=f"parameter '{name}'")
             if (data.shape, data.dtype) != (p.data.shape, p.data.dtype):
-                raise GraphError(f"parameter '{name}': encoding {encoding.describe()} decodes to "
-                                 f"{TensorType.of(data)}, the parameter is {TensorType.of(p.data)}")
+                raise GraphError(
+                    f"parameter '{name}': encoding {encoding.describe()} decodes to "
+                    f"{TensorType.of(data)}, the parameter is {TensorType.of(p.data)}"
+                )
         self._store(name, Parameter(data, p.trainable), p.mask, encoding)
 
     def set_trainable(self, name: str, trainable: bool) -> None:
@@ -617,8 +646,9 @@ class Graph:
             raise GraphError(f"parameter '{name}' has {p.data.ndim} dims; cannot slice axis {axis}")
         keep = np.asarray(keep, dtype=np.int64)
         if keep.ndim != 1 or (keep.size and (keep.min() < -p.data.shape[axis] or keep.max() >= p.data.shape[axis])):
-            raise GraphError(f"parameter '{name}': indices to keep must lie in [0, {p.data.shape[axis]}) "
-                             f"along axis {axis}")
+            raise GraphError(
+                f"parameter '{name}': indices to keep must lie in [0, {p.data.shape[axis]}) along axis {axis}"
+            )
         data = np.take(p.data, keep, axis=axis)
         mask = None if p.mask is None else np.take(p.mask, keep, axis=axis)
         encoding = None if p.encoding is None else take_encoding(p.encoding, keep, axis)
@@ -631,18 +661,24 @@ class Graph:
         if mask is not None:
             mask = np.asarray(mask)
             if mask.dtype != np.bool_ or mask.shape != data.shape:
-                raise GraphError(f"parameter '{name}': a mask must be bool of shape {data.shape}, "
-                                 f"got {mask.dtype}{list(mask.shape)}")
+                raise GraphError(
+                    f"parameter '{name}': a mask must be bool of shape {data.shape}, got {mask.dtype}{list(mask.shape)}"
+                )
             mask = frozen_array(mask, what=f"mask of '{name}'")
             if not mask.all():
                 data = frozen_array(np.where(mask, data, np.zeros((), data.dtype)))
         if encoding is not None:
             _check_encoding(name, encoding)
             decoded = _decode(name, encoding)
-            if decoded.shape != data.shape or decoded.dtype != data.dtype or not np.array_equal(
-                    decoded, data, equal_nan=np.issubdtype(data.dtype, np.floating)):
-                raise GraphError(f"parameter '{name}': encoding {encoding.describe()} does not decode "
-                                 f"exactly to the parameter's data")
+            if (
+                decoded.shape != data.shape
+                or decoded.dtype != data.dtype
+                or not np.array_equal(decoded, data, equal_nan=np.issubdtype(data.dtype, np.floating))
+            ):
+                raise GraphError(
+                    f"parameter '{name}': encoding {encoding.describe()} does not decode "
+                    f"exactly to the parameter's data"
+                )
         self._params[name] = Parameter(data, base.trainable, mask, encoding)
         self._values[name] = Value(name, TensorType.of(data))
         self._touch()
@@ -686,8 +722,10 @@ class Graph:
     def _toposort(self) -> None:
         # Kahn's algorithm, taking ready nodes in order-key order, so the order moves as
         # little as possible; then keys are renumbered (0,), (1,), ...
-        pending = {name: len({p.name for v in n.inputs if (p := self._producer.get(v)) is not None})
-                   for name, n in self._by_name.items()}
+        pending = {
+            name: len({p.name for v in n.inputs if (p := self._producer.get(v)) is not None})
+            for name, n in self._by_name.items()
+        }
         ready = [(self._key[name], name) for name, k in pending.items() if k == 0]
         heapq.heapify(ready)
         order: list[Node] = []
@@ -747,6 +785,7 @@ class Graph:
     def verify(self, *, check_types: bool = True) -> None:
         """Raise VerificationError naming the offending node if the graph is malformed."""
         from graphopt.ir.verifier import verify_graph
+
         verify_graph(self, check_types=check_types)
 
     def print(self, file=None) -> None:
@@ -754,11 +793,14 @@ class Graph:
 
     def __str__(self) -> str:
         from graphopt.ir.printer import format_graph
+
         return format_graph(self)
 
     def __repr__(self) -> str:
-        return (f"<Graph {self.name!r}: {len(self._by_name)} nodes, {len(self._params)} params, "
-                f"inputs={self._inputs}, outputs={self._outputs}>")
+        return (
+            f"<Graph {self.name!r}: {len(self._by_name)} nodes, {len(self._params)} params, "
+            f"inputs={self._inputs}, outputs={self._outputs}>"
+        )
 
     # ---- emission and execution ------------------------------------------------------
     def to_torch(self, *, impls: Mapping[str, Any] | None = None):
@@ -768,16 +810,19 @@ class Graph:
         straight-through `quantize` for QAT); it gets the op's inputs and attributes.
         """
         from graphopt.emit.torch import emit_torch
+
         return emit_torch(self, impls=impls)
 
     def to_onnx(self, opset: int | None = None):
         """An `onnx.ModelProto` that passes the full checker and runs in onnxruntime."""
         from graphopt.emit.onnx import emit_onnx
+
         return emit_onnx(self, opset=opset)
 
     def save_onnx(self, path: str | Path, opset: int | None = None) -> Path:
         """Write `to_onnx()` atomically to `path`."""
         from graphopt.emit.onnx import save_onnx
+
         return save_onnx(self, path, opset=opset)
 
     def run(self, inputs, *, capture: Sequence[str] | None = None):
@@ -789,6 +834,7 @@ class Graph:
         opaque ONNX nodes runs in onnxruntime.
         """
         from graphopt.backends.reference import run_graph
+
         return run_graph(self, inputs, capture=capture)
 
 
@@ -802,8 +848,7 @@ def _param_type(name: str, data: np.ndarray) -> TensorType:
 
 def _check_encoding(name: str, encoding: Any) -> None:
     if not isinstance(encoding, Encoding):
-        raise GraphError(f"parameter '{name}': {type(encoding).__name__} is not an Encoding "
-                         f"(decode, nbytes, describe)")
+        raise GraphError(f"parameter '{name}': {type(encoding).__name__} is not an Encoding (decode, nbytes, describe)")
 
 
 def _decode(name: str, encoding: Encoding) -> np.ndarray:

@@ -24,8 +24,9 @@ in the form it came from (see `graph.Node`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,8 +80,9 @@ class OpDef:
         """attrs completed with defaults; raises KeyError/ValueError naming what is wrong."""
         unknown = set(attrs) - set(self.attrs)
         if unknown:
-            raise ValueError(f"unknown attribute(s) {sorted(unknown)} for op '{self.name}'; "
-                             f"valid: {sorted(self.attrs)}")
+            raise ValueError(
+                f"unknown attribute(s) {sorted(unknown)} for op '{self.name}'; valid: {sorted(self.attrs)}"
+            )
         full = dict(self.attrs)
         full.update(attrs)
         missing = [k for k, v in full.items() if v is REQUIRED]
@@ -104,6 +106,7 @@ def get_op(name: str) -> OpDef:
 
 
 # --- reference implementations -------------------------------------------------
+
 
 def _split_pads(pads, nd):
     pads = tuple(pads)
@@ -286,9 +289,16 @@ def _broadcast_param(t, x, axis, block_size):
 
 
 # Representable range of each quantized dtype (float8: the largest finite magnitude).
-QUANT_RANGE = {"int4": (-8, 7), "uint4": (0, 15), "int8": (-128, 127), "uint8": (0, 255),
-               "int16": (-(2 ** 15), 2 ** 15 - 1), "int32": (-(2 ** 31), 2 ** 31 - 1),
-               "float8_e4m3fn": (-448.0, 448.0), "float8_e5m2": (-57344.0, 57344.0)}
+QUANT_RANGE = {
+    "int4": (-8, 7),
+    "uint4": (0, 15),
+    "int8": (-128, 127),
+    "uint8": (0, 255),
+    "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "float8_e4m3fn": (-448.0, 448.0),
+    "float8_e5m2": (-57344.0, 57344.0),
+}
 
 
 def quant_range(dtype: str, qmin=None, qmax=None) -> tuple:
@@ -323,67 +333,135 @@ def dequantize(q, scale, zero_point, *, axis, block_size):
 # --- the table ------------------------------------------------------------------
 
 _CONV_ATTRS = dict(stride=REQUIRED, pads=REQUIRED, dilation=REQUIRED, groups=1)
-_define("conv", ["x", "weight", "bias?"], conv, _CONV_ATTRS,
-        doc="N-d convolution; weight [out, in/groups, *kernel]; pads ONNX-style.")
+_define(
+    "conv",
+    ["x", "weight", "bias?"],
+    conv,
+    _CONV_ATTRS,
+    doc="N-d convolution; weight [out, in/groups, *kernel]; pads ONNX-style.",
+)
 _define("linear", ["x", "weight", "bias?"], linear, doc="y = x @ weight.T + bias; weight [out, in].")
 _define("matmul", ["a", "b"], torch.matmul, doc="Batched matrix product with broadcasting.")
-_define("batch_norm", ["x", "weight", "bias", "running_mean", "running_var"], batch_norm,
-        dict(eps=1e-5), doc="Inference batch norm over axis 1.")
-_define("layer_norm", ["x", "weight?", "bias?"], layer_norm,
-        dict(normalized_shape=REQUIRED, eps=1e-5), doc="Layer norm over the trailing dims.")
+_define(
+    "batch_norm",
+    ["x", "weight", "bias", "running_mean", "running_var"],
+    batch_norm,
+    dict(eps=1e-5),
+    doc="Inference batch norm over axis 1.",
+)
+_define(
+    "layer_norm",
+    ["x", "weight?", "bias?"],
+    layer_norm,
+    dict(normalized_shape=REQUIRED, eps=1e-5),
+    doc="Layer norm over the trailing dims.",
+)
 
-for _name, _fn in [("relu", torch.relu), ("sigmoid", torch.sigmoid), ("tanh", torch.tanh),
-                   ("silu", F.silu), ("hardswish", F.hardswish), ("hardsigmoid", F.hardsigmoid),
-                   ("neg", torch.neg), ("exp", torch.exp), ("log", torch.log), ("sqrt", torch.sqrt),
-                   ("rsqrt", torch.rsqrt), ("erf", torch.erf), ("abs", torch.abs),
-                   ("reciprocal", torch.reciprocal)]:
+for _name, _fn in [
+    ("relu", torch.relu),
+    ("sigmoid", torch.sigmoid),
+    ("tanh", torch.tanh),
+    ("silu", F.silu),
+    ("hardswish", F.hardswish),
+    ("hardsigmoid", F.hardsigmoid),
+    ("neg", torch.neg),
+    ("exp", torch.exp),
+    ("log", torch.log),
+    ("sqrt", torch.sqrt),
+    ("rsqrt", torch.rsqrt),
+    ("erf", torch.erf),
+    ("abs", torch.abs),
+    ("reciprocal", torch.reciprocal),
+]:
     _define(_name, ["x"], _fn, elementwise=True, doc=f"Elementwise {_name}.")
 _define("gelu", ["x"], gelu, dict(approximate="none"), elementwise=True, doc="GELU (exact or tanh).")
-_define("clip", ["x"], clip, dict(min=None, max=None), elementwise=True,
-        doc="Clamp to [min, max]; relu6 is clip{min=0, max=6}.")
+_define(
+    "clip",
+    ["x"],
+    clip,
+    dict(min=None, max=None),
+    elementwise=True,
+    doc="Clamp to [min, max]; relu6 is clip{min=0, max=6}.",
+)
 
-for _name, _fn in [("add", torch.add), ("sub", torch.sub), ("mul", torch.mul), ("div", torch.div),
-                   ("pow", torch.pow), ("maximum", torch.maximum), ("minimum", torch.minimum)]:
+for _name, _fn in [
+    ("add", torch.add),
+    ("sub", torch.sub),
+    ("mul", torch.mul),
+    ("div", torch.div),
+    ("pow", torch.pow),
+    ("maximum", torch.maximum),
+    ("minimum", torch.minimum),
+]:
     _define(_name, ["a", "b"], _fn, elementwise=True, doc=f"Broadcasting elementwise {_name}.")
 
 _POOL_ATTRS = dict(kernel_size=REQUIRED, stride=REQUIRED, pads=REQUIRED, ceil_mode=False)
 _define("max_pool", ["x"], max_pool, dict(_POOL_ATTRS, dilation=REQUIRED), doc="Max pooling.")
 _define("avg_pool", ["x"], avg_pool, dict(_POOL_ATTRS, count_include_pad=True), doc="Average pooling.")
-_define("adaptive_avg_pool", ["x"], adaptive_avg_pool, dict(output_size=REQUIRED),
-        doc="Adaptive average pooling (global pooling is output_size=(1, 1)).")
-_define("adaptive_max_pool", ["x"], adaptive_max_pool, dict(output_size=REQUIRED),
-        doc="Adaptive max pooling.")
+_define(
+    "adaptive_avg_pool",
+    ["x"],
+    adaptive_avg_pool,
+    dict(output_size=REQUIRED),
+    doc="Adaptive average pooling (global pooling is output_size=(1, 1)).",
+)
+_define("adaptive_max_pool", ["x"], adaptive_max_pool, dict(output_size=REQUIRED), doc="Adaptive max pooling.")
 _define("mean", ["x"], mean, dict(dims=REQUIRED, keepdim=False), doc="Mean over dims.")
 _define("sum", ["x"], reduce_sum, dict(dims=REQUIRED, keepdim=False), doc="Sum over dims.")
 _define("softmax", ["x"], softmax, dict(axis=REQUIRED), doc="Softmax along axis.")
 
 _define("concat", ["*xs"], concat, dict(axis=REQUIRED), doc="Concatenate along axis.")
-_define("split", ["x"], split, dict(axis=REQUIRED, sizes=REQUIRED),
-        num_outputs=lambda a: len(a["sizes"]), doc="Split into pieces of the given sizes.")
+_define(
+    "split",
+    ["x"],
+    split,
+    dict(axis=REQUIRED, sizes=REQUIRED),
+    num_outputs=lambda a: len(a["sizes"]),
+    doc="Split into pieces of the given sizes.",
+)
 _define("reshape", ["x"], reshape, dict(shape=REQUIRED), doc="Reshape; 0 copies a dim, -1 infers.")
 _define("flatten", ["x"], flatten, dict(start_dim=1, end_dim=-1), doc="Flatten dims start..end.")
 _define("squeeze", ["x"], squeeze, dict(axes=REQUIRED), doc="Drop the listed size-1 axes.")
-_define("unsqueeze", ["x"], unsqueeze, dict(axes=REQUIRED),
-        doc="Insert size-1 axes at the listed positions of the result.")
+_define(
+    "unsqueeze", ["x"], unsqueeze, dict(axes=REQUIRED), doc="Insert size-1 axes at the listed positions of the result."
+)
 _define("permute", ["x"], permute, dict(perm=REQUIRED), doc="Permute dims (transpose).")
 _define("expand", ["x"], expand, dict(shape=REQUIRED), doc="Broadcast to shape (-1 keeps a dim).")
-_define("slice", ["x"], slice_, dict(axis=REQUIRED, start=REQUIRED, end=REQUIRED, step=1),
-        doc="Strided slice along one axis.")
-_define("select", ["x"], select, dict(axis=REQUIRED, index=REQUIRED),
-        doc="Take one index along axis, dropping it.")
-_define("embedding", ["indices", "weight"], embedding, doc="Row lookup in weight [num, dim]; an index outside "
-        "[0, num) raises here (torch) but the TVM backend clamps it: -1 reads row 0, num or more the last row.")
+_define(
+    "slice",
+    ["x"],
+    slice_,
+    dict(axis=REQUIRED, start=REQUIRED, end=REQUIRED, step=1),
+    doc="Strided slice along one axis.",
+)
+_define("select", ["x"], select, dict(axis=REQUIRED, index=REQUIRED), doc="Take one index along axis, dropping it.")
+_define(
+    "embedding",
+    ["indices", "weight"],
+    embedding,
+    doc="Row lookup in weight [num, dim]; an index outside "
+    "[0, num) raises here (torch) but the TVM backend clamps it: -1 reads row 0, num or more the last row.",
+)
 _define("cast", ["x"], cast, dict(dtype=REQUIRED), doc="Convert dtype.")
 _define("identity", ["x"], identity, doc="Returns its input.")
 _define("dropout", ["x"], dropout, dict(p=0.5), doc="Dropout; identity at inference.")
-_define("quantize", ["x", "scale", "zero_point"], quantize,
-        dict(axis=None, dtype="int8", qmin=None, qmax=None, block_size=None),
-        out_dtype=lambda a: a["dtype"],
-        doc="clamp(round(x / scale) + zero_point, qmin, qmax) as dtype (int4/uint4/int8/uint8/"
-            "int16/int32, or a saturating float8 cast); axis = per-channel axis (None = "
-            "per-tensor); block_size = blocks of that many along axis share a scale.")
-_define("dequantize", ["q", "scale", "zero_point"], dequantize, dict(axis=None, block_size=None),
-        doc="(q - zero_point) * scale; axis and block_size as for quantize.")
+_define(
+    "quantize",
+    ["x", "scale", "zero_point"],
+    quantize,
+    dict(axis=None, dtype="int8", qmin=None, qmax=None, block_size=None),
+    out_dtype=lambda a: a["dtype"],
+    doc="clamp(round(x / scale) + zero_point, qmin, qmax) as dtype (int4/uint4/int8/uint8/"
+    "int16/int32, or a saturating float8 cast); axis = per-channel axis (None = "
+    "per-tensor); block_size = blocks of that many along axis share a scale.",
+)
+_define(
+    "dequantize",
+    ["q", "scale", "zero_point"],
+    dequantize,
+    dict(axis=None, block_size=None),
+    doc="(q - zero_point) * scale; axis and block_size as for quantize.",
+)
 
 
 @dataclass(frozen=True)

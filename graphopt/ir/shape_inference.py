@@ -72,6 +72,7 @@ def infer_node_types(graph: "Graph", node: "Node") -> list[TensorType | None]:
     if node.attrs.get("framework") != "torch":
         return [None] * len(node.outputs)
     from graphopt.emit.torch import fill_template, resolve_op
+
     args = [_meta_input(graph, v) for v in node.inputs]
     if any(a is None for a in args):
         return [None] * len(node.outputs)

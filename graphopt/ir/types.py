@@ -29,22 +29,25 @@ class DType:
     kind: str  # "float" | "int" | "uint" | "bool"
 
 
-DTYPES: dict[str, DType] = {d.name: d for d in [
-    DType("float32", "f32", 32, torch.float32, "float"),
-    DType("float16", "f16", 16, torch.float16, "float"),
-    DType("bfloat16", "bf16", 16, torch.bfloat16, "float"),
-    DType("float64", "f64", 64, torch.float64, "float"),
-    DType("float8_e4m3fn", "f8e4m3", 8, torch.float8_e4m3fn, "float"),
-    DType("float8_e5m2", "f8e5m2", 8, torch.float8_e5m2, "float"),
-    DType("int4", "i4", 4, torch.int8, "int"),
-    DType("uint4", "u4", 4, torch.uint8, "uint"),
-    DType("int8", "i8", 8, torch.int8, "int"),
-    DType("uint8", "u8", 8, torch.uint8, "uint"),
-    DType("int16", "i16", 16, torch.int16, "int"),
-    DType("int32", "i32", 32, torch.int32, "int"),
-    DType("int64", "i64", 64, torch.int64, "int"),
-    DType("bool", "bool", 8, torch.bool, "bool"),
-]}
+DTYPES: dict[str, DType] = {
+    d.name: d
+    for d in [
+        DType("float32", "f32", 32, torch.float32, "float"),
+        DType("float16", "f16", 16, torch.float16, "float"),
+        DType("bfloat16", "bf16", 16, torch.bfloat16, "float"),
+        DType("float64", "f64", 64, torch.float64, "float"),
+        DType("float8_e4m3fn", "f8e4m3", 8, torch.float8_e4m3fn, "float"),
+        DType("float8_e5m2", "f8e5m2", 8, torch.float8_e5m2, "float"),
+        DType("int4", "i4", 4, torch.int8, "int"),
+        DType("uint4", "u4", 4, torch.uint8, "uint"),
+        DType("int8", "i8", 8, torch.int8, "int"),
+        DType("uint8", "u8", 8, torch.uint8, "uint"),
+        DType("int16", "i16", 16, torch.int16, "int"),
+        DType("int32", "i32", 32, torch.int32, "int"),
+        DType("int64", "i64", 64, torch.int64, "int"),
+        DType("bool", "bool", 8, torch.bool, "bool"),
+    ]
+}
 DTYPE_ABBREV = {name: d.abbrev for name, d in DTYPES.items()}
 
 # numpy cannot hold these natively; ml_dtypes gives numpy dtypes of the same name.

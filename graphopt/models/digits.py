@@ -6,7 +6,8 @@ deterministic CPU training loop, so tests can check accuracy after compression.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn

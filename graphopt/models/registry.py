@@ -7,8 +7,9 @@ are initialized deterministically from ``seed`` and a tuple of example inputs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,7 +54,9 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("vit_small", vit_small, _vit_inputs, "ViT patch 8, dim 128, depth 4, 4 heads, 3x32x32"),
         ModelSpec("bert_small", bert_small, _bert_inputs, "BERT encoder, hidden 128, 2 layers, 4 heads, 32 int64 ids"),
         ModelSpec("digits_cnn", DigitsCNN, _image(8, 1), "sklearn digits CNN, 1x8x8"),
-        ModelSpec("digits_mlp", DigitsMLP, lambda m, b, g: (torch.randn(b, 64, generator=g),), "sklearn digits MLP, 64"),
+        ModelSpec(
+            "digits_mlp", DigitsMLP, lambda m, b, g: (torch.randn(b, 64, generator=g),), "sklearn digits MLP, 64"
+        ),
     )
 }
 
@@ -85,7 +88,9 @@ def example_inputs(name: str, model: nn.Module, batch_size: int = 1, seed: int =
     return get_spec(name).inputs(model, batch_size, torch.Generator().manual_seed(seed))
 
 
-def get_model(name: str, batch_size: int = 1, seed: int = 0, **kwargs: Any) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+def get_model(
+    name: str, batch_size: int = 1, seed: int = 0, **kwargs: Any
+) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """Return ``(model_in_eval_mode, example_inputs)`` for a registered model."""
     model = build_model(name, seed=seed, **kwargs)
     return model, example_inputs(name, model, batch_size, seed)

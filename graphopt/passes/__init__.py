@@ -5,17 +5,35 @@ Importing this package registers every built-in pass.
 
 from graphopt.passes.base import Pass, PassResult, Tolerance
 from graphopt.passes.context import PassContext
-from graphopt.passes.instruments import (IRDump, NumericalVerifier, Statistics, Timing,
-                                         default_instruments)
+from graphopt.passes.instruments import IRDump, NumericalVerifier, Statistics, Timing, default_instruments
 from graphopt.passes.manager import PipelineResult, run_pipeline
 from graphopt.passes.pipeline import Pipeline
 from graphopt.passes.registry import get_pass_class, register_pass, registered_passes
 
 __all__ = [
-    "Pass", "PassResult", "Tolerance", "PassContext", "Pipeline", "PipelineResult", "run_pipeline",
-    "register_pass", "registered_passes", "get_pass_class",
-    "IRDump", "NumericalVerifier", "Statistics", "Timing", "default_instruments",
+    "Pass",
+    "PassResult",
+    "Tolerance",
+    "PassContext",
+    "Pipeline",
+    "PipelineResult",
+    "run_pipeline",
+    "register_pass",
+    "registered_passes",
+    "get_pass_class",
+    "IRDump",
+    "NumericalVerifier",
+    "Statistics",
+    "Timing",
+    "default_instruments",
 ]
 
-from graphopt.passes import eliminate_dead_code, eliminate_identity, fold_bn, fold_constants  # noqa: E402,F401  (registers)
-from graphopt.passes import fuse_gelu, fuse_layer_norm, fuse_linear_bias  # noqa: E402,F401  (registers)
+from graphopt.passes import (  # noqa: E402,F401  (registers)  # noqa: E402,F401  (registers)
+    eliminate_dead_code,
+    eliminate_identity,
+    fold_bn,
+    fold_constants,
+    fuse_gelu,
+    fuse_layer_norm,
+    fuse_linear_bias,
+)

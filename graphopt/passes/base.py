@@ -10,8 +10,9 @@ numerical verifier holds it to that.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -43,8 +44,7 @@ class Tolerance:
         return cls(atol=atol, rtol=rtol)
 
     @classmethod
-    def bounded(cls, *, min_sqnr_db: float | None = None,
-                min_top1_agreement: float | None = None) -> "Tolerance":
+    def bounded(cls, *, min_sqnr_db: float | None = None, min_top1_agreement: float | None = None) -> "Tolerance":
         return cls(atol=None, min_sqnr_db=min_sqnr_db, min_top1_agreement=min_top1_agreement)
 
     def describe(self) -> str:
@@ -68,16 +68,19 @@ class Tolerance:
                 found.append(f"output {i}: shape changed from {a.shape} to {b.shape}")
                 continue
             a64, b64 = a.astype(np.float64), b.astype(np.float64)
-            close = (np.isclose(b64, a64, atol=self.atol, rtol=self.rtol, equal_nan=True)
-                     if self.atol is not None else None)
+            close = (
+                np.isclose(b64, a64, atol=self.atol, rtol=self.rtol, equal_nan=True) if self.atol is not None else None
+            )
             if close is not None and not close.all():
                 with np.errstate(invalid="ignore"):  # inf - inf
                     err = np.where(close, 0.0, np.nan_to_num(np.abs(b64 - a64), nan=np.inf))
                 at = np.unravel_index(err.argmax(), err.shape)
-                found.append(f"output {i}: max abs error {err.max():.3g} at index "
-                             f"{tuple(int(j) for j in at)} ({a64[at]:g} became {b64[at]:g}) exceeds "
-                             f"atol={self.atol:g} rtol={self.rtol:g}; {int((~close).sum())} of "
-                             f"{close.size} values differ")
+                found.append(
+                    f"output {i}: max abs error {err.max():.3g} at index "
+                    f"{tuple(int(j) for j in at)} ({a64[at]:g} became {b64[at]:g}) exceeds "
+                    f"atol={self.atol:g} rtol={self.rtol:g}; {int((~close).sum())} of "
+                    f"{close.size} values differ"
+                )
             if self.min_sqnr_db is not None:
                 sqnr = sqnr_db(a64, b64)
                 if sqnr < self.min_sqnr_db:
@@ -98,7 +101,7 @@ def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
         return float("-inf")
     reference, approx = reference[finite], approx[finite]
     noise = float(np.sum((reference - approx) ** 2))
-    signal = float(np.sum(reference ** 2))
+    signal = float(np.sum(reference**2))
     if noise == 0.0:
         return float("inf")
     return 10.0 * np.log10(max(signal, 1e-30) / noise)
@@ -129,4 +132,5 @@ class Pass:
 
     def __str__(self) -> str:
         from graphopt.passes.pipeline import format_pass
+
         return format_pass(self)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,6 +45,7 @@ class PassContext:
         if graph is None:
             raise ValueError("no calibration data was given and no graph to draw random inputs for")
         from graphopt.analysis.inputs import sample_inputs
+
         for i in range(count):
             yield sample_inputs(graph, self.seed + 10_000 + i)  # disjoint from the verifier's seeds
 

@@ -8,8 +8,9 @@ make a graph output a graph input or a duplicate output are not applied.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 from graphopt.ir.graph import Graph, Node
 from graphopt.passes.base import Pass, PassResult
@@ -78,8 +79,9 @@ def collapse_reshapes(graph: Graph, node: Node) -> str | None:
 
 RULES = [
     Rule(("dropout", "identity"), drop_always),  # dropout(x) => x ; identity(x) => x
-    Rule(("reshape", "flatten", "squeeze", "unsqueeze", "expand", "cast", "slice"),
-         drop_same_type),  # op(x: T) -> T => x
+    Rule(
+        ("reshape", "flatten", "squeeze", "unsqueeze", "expand", "cast", "slice"), drop_same_type
+    ),  # op(x: T) -> T => x
     Rule("permute", drop_identity_perm),  # permute(x, [0, 1, .., n-1]) => x
     Rule("permute", compose_permutes),  # permute(permute(x, p), q) => x if p[q] = id else permute(x, p[q])
     Rule(("reshape", "flatten"), collapse_reshapes),  # reshape(reshape|flatten|(un)squeeze(x), s) => reshape(x, s)

@@ -82,8 +82,7 @@ def _scale_layer(graph: Graph, layer: Node, scale: np.ndarray, shift: np.ndarray
         b = graph.param(layer.inputs[2]).data
         _write_param(graph, layer, 2, (b.astype(np.float64) * scale + shift).astype(b.dtype))
     else:
-        bias = graph.add_param(_bias_name(layer.inputs[1]), shift.astype(w.data.dtype),
-                               trainable=w.trainable)
+        bias = graph.add_param(_bias_name(layer.inputs[1]), shift.astype(w.data.dtype), trainable=w.trainable)
         graph.set_inputs(layer, [*layer.inputs, bias])
 
 
@@ -118,7 +117,7 @@ def fold_into_concat(graph: Graph, bn: Node) -> str | None:
 
 
 RULES = [
-    Rule("batch_norm", fold_into_layer),   # batch_norm(conv|linear(x, w, b)) => conv|linear(x, w', b')
+    Rule("batch_norm", fold_into_layer),  # batch_norm(conv|linear(x, w, b)) => conv|linear(x, w', b')
     Rule("batch_norm", fold_into_concat),  # batch_norm(concat(conv_i(..))) => concat(conv_i'(..))
 ]
 

@@ -50,10 +50,14 @@ def _is_storage_cast(graph: Graph, node: Node) -> bool:
 
 def _foldable(graph: Graph, node: Node) -> bool:
     """`node` reads only parameters and may be evaluated (size aside)."""
-    return (not node.is_opaque and node.op not in _STORAGE_OPS and bool(node.inputs)
-            and all(graph.is_param(v) for v in node.inputs)
-            and not any(o in graph.outputs for o in node.outputs)
-            and not _is_storage_cast(graph, node))
+    return (
+        not node.is_opaque
+        and node.op not in _STORAGE_OPS
+        and bool(node.inputs)
+        and all(graph.is_param(v) for v in node.inputs)
+        and not any(o in graph.outputs for o in node.outputs)
+        and not _is_storage_cast(graph, node)
+    )
 
 
 def _out_elements(graph: Graph, node: Node) -> int | None:
@@ -78,8 +82,9 @@ def fold_node(graph: Graph, node: Node, max_elements: int) -> tuple[str, ...] | 
     names = []
     for o, t in zip(node.outputs, outs):
         data = t.detach().contiguous().numpy().copy()
-        names.append(graph.add_param(f"{o}_folded", data,
-                                     trainable=trainable and np.issubdtype(data.dtype, np.floating)))
+        names.append(
+            graph.add_param(f"{o}_folded", data, trainable=trainable and np.issubdtype(data.dtype, np.floating))
+        )
     return tuple(names)
 
 
@@ -105,8 +110,11 @@ def _zero_of_sign(graph: Graph, name: str, negative: bool) -> bool:
 def keep_x_exact_zero(graph: Graph, m: Match, negative: bool) -> str | None:
     """keep_x where the zero is exact on x's dtype: any zero for integers, else that signed zero."""
     t = graph.value(m["x"]).type
-    if t is not None and np.issubdtype(np.dtype(t.dtype), np.floating) \
-            and not _zero_of_sign(graph, m["zero"], negative):
+    if (
+        t is not None
+        and np.issubdtype(np.dtype(t.dtype), np.floating)
+        and not _zero_of_sign(graph, m["zero"], negative)
+    ):
         return None
     return keep_x(graph, m)
 
@@ -144,8 +152,8 @@ class FoldConstants(Pass):
             simplified += step
             if not step:
                 break
-        too_large = sum(1 for n in graph.nodes if _foldable(graph, n)
-                        and (_out_elements(graph, n) or 0) > self.max_elements)
+        too_large = sum(
+            1 for n in graph.nodes if _foldable(graph, n) and (_out_elements(graph, n) or 0) > self.max_elements
+        )
         changed = folded + simplified > 0
-        return PassResult(graph, changed, {"folded": folded, "simplified": simplified,
-                                           "too_large": too_large})
+        return PassResult(graph, changed, {"folded": folded, "simplified": simplified, "too_large": too_large})

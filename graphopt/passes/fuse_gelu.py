@@ -44,13 +44,22 @@ def _half_x_times(h: Pat) -> Pat:
     )
 
 
-ERF_ARG = Pat.either(Pat("div", (X, Pat.const(math.sqrt(2), rel=REL)), single_use=True),
-                     Pat("mul", (X, Pat.const(math.sqrt(0.5), rel=REL)), single_use=True))
-CUBE = Pat.either(Pat("pow", (X, Pat.const(3.0)), single_use=True),  # x^3 or x * (x * x), any grouping
-                  Pat("mul", (X, Pat("mul", (X, X), single_use=True)), single_use=True))
-TANH_ARG = Pat("mul", (Pat("add", (X, Pat("mul", (CUBE, Pat.const(0.044715, rel=REL)), single_use=True)),
-                           single_use=True),
-                       Pat.const(math.sqrt(2 / math.pi), rel=REL)), single_use=True)
+ERF_ARG = Pat.either(
+    Pat("div", (X, Pat.const(math.sqrt(2), rel=REL)), single_use=True),
+    Pat("mul", (X, Pat.const(math.sqrt(0.5), rel=REL)), single_use=True),
+)
+CUBE = Pat.either(
+    Pat("pow", (X, Pat.const(3.0)), single_use=True),  # x^3 or x * (x * x), any grouping
+    Pat("mul", (X, Pat("mul", (X, X), single_use=True)), single_use=True),
+)
+TANH_ARG = Pat(
+    "mul",
+    (
+        Pat("add", (X, Pat("mul", (CUBE, Pat.const(0.044715, rel=REL)), single_use=True)), single_use=True),
+        Pat.const(math.sqrt(2 / math.pi), rel=REL),
+    ),
+    single_use=True,
+)
 
 
 def to_gelu(graph: Graph, m: Match, approximate: str) -> str | None:
@@ -62,10 +71,12 @@ def to_gelu(graph: Graph, m: Match, approximate: str) -> str | None:
 
 
 RULES = [
-    PatternRule(_half_x_times(_inner("erf", ERF_ARG)),
-                partial(to_gelu, approximate="none")),  # x * 0.5 * (1 + erf(x / sqrt2)) => gelu(x)
-    PatternRule(_half_x_times(_inner("tanh", TANH_ARG)),
-                partial(to_gelu, approximate="tanh")),  # x * 0.5 * (1 + tanh(c * (x + k x^3))) => gelu{tanh}(x)
+    PatternRule(
+        _half_x_times(_inner("erf", ERF_ARG)), partial(to_gelu, approximate="none")
+    ),  # x * 0.5 * (1 + erf(x / sqrt2)) => gelu(x)
+    PatternRule(
+        _half_x_times(_inner("tanh", TANH_ARG)), partial(to_gelu, approximate="tanh")
+    ),  # x * 0.5 * (1 + tanh(c * (x + k x^3))) => gelu{tanh}(x)
 ]
 
 

@@ -31,7 +31,7 @@ def _trailing_shape(graph: Graph, mean: Node) -> list[int] | None:
     if not mean.attrs["keepdim"] or t is None or not mean.attrs["dims"]:
         return None
     dims = sorted(d % t.rank for d in mean.attrs["dims"])
-    shape = list(t.shape[dims[0]:])
+    shape = list(t.shape[dims[0] :])
     if dims != list(range(t.rank - len(dims), t.rank)) or not all(isinstance(d, int) for d in shape):
         return None
     return shape
@@ -45,14 +45,19 @@ def _centred(mean: str, name: str | None = None) -> Pat:
     return Pat("sub", (X, Pat("mean", (X,), name=mean, single_use=True)), name=name, single_use=True)
 
 
-SQUARE = Pat.either(Pat("pow", (_centred("mean_v"), Pat.const(2.0)), single_use=True),
-                    Pat("mul", (_centred("mean_v", name="c"), Pat.any("c")), single_use=True))
-SHIFTED_VAR = Pat("add", (Pat("mean", (SQUARE,), name="var", single_use=True), Pat.param("eps")),
-                  single_use=True)  # Var[x] + eps
+SQUARE = Pat.either(
+    Pat("pow", (_centred("mean_v"), Pat.const(2.0)), single_use=True),
+    Pat("mul", (_centred("mean_v", name="c"), Pat.any("c")), single_use=True),
+)
+SHIFTED_VAR = Pat(
+    "add", (Pat("mean", (SQUARE,), name="var", single_use=True), Pat.param("eps")), single_use=True
+)  # Var[x] + eps
 STD = Pat("sqrt", (SHIFTED_VAR,), single_use=True)
-INV_STD = Pat.either(Pat("rsqrt", (SHIFTED_VAR,), single_use=True),
-                     Pat("reciprocal", (STD,), single_use=True),
-                     Pat("div", (Pat.const(1.0), STD), single_use=True))
+INV_STD = Pat.either(
+    Pat("rsqrt", (SHIFTED_VAR,), single_use=True),
+    Pat("reciprocal", (STD,), single_use=True),
+    Pat("div", (Pat.const(1.0), STD), single_use=True),
+)
 NORMALIZED = Pat.either(Pat("div", (_centred("mean"), STD)), Pat("mul", (_centred("mean"), INV_STD)))
 
 
@@ -60,8 +65,13 @@ def to_layer_norm(graph: Graph, m: Match) -> str | None:
     shape, eps = _trailing_shape(graph, m.node("mean")), const_value(graph, m["eps"])
     x, out = m["x"], m.root.output
     same_dims = all(_trailing_shape(graph, m.node(k)) == shape for k in ("mean_v", "var"))
-    if (shape is None or eps is None or graph.param(m["eps"]).data.size != 1 or not same_dims
-            or graph.value(x).type != graph.value(out).type):
+    if (
+        shape is None
+        or eps is None
+        or graph.param(m["eps"]).data.size != 1
+        or not same_dims
+        or graph.value(x).type != graph.value(out).type
+    ):
         return None
     graph.rewrite_node(m.root, "layer_norm", [x], {"normalized_shape": shape, "eps": eps})
     return out
@@ -70,8 +80,13 @@ def to_layer_norm(graph: Graph, m: Match) -> str | None:
 def absorb_affine(graph: Graph, m: Match) -> str | None:
     ln, p, out = m.node("ln"), m["p"], m.root.output
     t, t_out = graph.value(p).type, graph.value(out).type
-    if (t is None or list(t.shape) != list(ln.attrs["normalized_shape"]) or t_out is None
-            or t.dtype != t_out.dtype or t_out != graph.value(ln.output).type):
+    if (
+        t is None
+        or list(t.shape) != list(ln.attrs["normalized_shape"])
+        or t_out is None
+        or t.dtype != t_out.dtype
+        or t_out != graph.value(ln.output).type
+    ):
         return None
     graph.rewrite_node(m.root, "layer_norm", [*ln.inputs, p], ln.attrs)
     m.root.meta.update(ln.meta)
@@ -80,10 +95,12 @@ def absorb_affine(graph: Graph, m: Match) -> str | None:
 
 RULES = [
     PatternRule(NORMALIZED, to_layer_norm),  # (x - E[x]) / sqrt(Var[x] + eps) => layer_norm(x)
-    PatternRule(Pat("mul", (Pat("layer_norm", (X,), name="ln", single_use=True), Pat.param("p"))),
-                absorb_affine),  # layer_norm(x) * w => layer_norm(x, w)
-    PatternRule(Pat("add", (Pat("layer_norm", (X, Pat.any()), name="ln", single_use=True), Pat.param("p"))),
-                absorb_affine),  # layer_norm(x, w) + b => layer_norm(x, w, b)
+    PatternRule(
+        Pat("mul", (Pat("layer_norm", (X,), name="ln", single_use=True), Pat.param("p"))), absorb_affine
+    ),  # layer_norm(x) * w => layer_norm(x, w)
+    PatternRule(
+        Pat("add", (Pat("layer_norm", (X, Pat.any()), name="ln", single_use=True), Pat.param("p"))), absorb_affine
+    ),  # layer_norm(x, w) + b => layer_norm(x, w, b)
 ]
 
 

@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 class Instrument:
     def enter_pipeline(self, graph: "Graph", ctx: "PassContext") -> None: ...
     def before_pass(self, pass_: "Pass", graph: "Graph", ctx: "PassContext") -> None: ...
-    def after_pass(self, pass_: "Pass", graph: "Graph", result: "PassResult",
-                   ctx: "PassContext") -> None: ...
+    def after_pass(self, pass_: "Pass", graph: "Graph", result: "PassResult", ctx: "PassContext") -> None: ...
     def exit_pipeline(self, graph: "Graph", ctx: "PassContext") -> None: ...
 
 
@@ -58,11 +57,15 @@ class Statistics(Instrument):
         self._before = (len(graph.nodes), graph.num_parameters())
 
     def after_pass(self, pass_, graph, result, ctx):
-        self.records.append({
-            "pass": str(pass_), "changed": result.changed, **result.stats,
-            "nodes": f"{self._before[0]}->{len(graph.nodes)}",
-            "parameters": f"{self._before[1]}->{graph.num_parameters()}",
-        })
+        self.records.append(
+            {
+                "pass": str(pass_),
+                "changed": result.changed,
+                **result.stats,
+                "nodes": f"{self._before[0]}->{len(graph.nodes)}",
+                "parameters": f"{self._before[1]}->{graph.num_parameters()}",
+            }
+        )
 
 
 @dataclass
@@ -112,8 +115,7 @@ class NumericalVerifier(Instrument):
             self._inputs = [sample_inputs(graph, ctx.seed + i) for i in range(self.num_samples)]
 
     def before_pass(self, pass_, graph, ctx):
-        self._reference = [_run_for(graph, x, k, f"before pass '{pass_}'", ctx)
-                           for k, x in enumerate(self._inputs)]
+        self._reference = [_run_for(graph, x, k, f"before pass '{pass_}'", ctx) for k, x in enumerate(self._inputs)]
 
     def after_pass(self, pass_, graph, result, ctx):
         if not result.changed:
@@ -124,7 +126,8 @@ class NumericalVerifier(Instrument):
             if problems:
                 raise NumericalMismatchError(
                     f"pass '{pass_}' changed the model's outputs beyond its tolerance "
-                    f"({tol.describe()}) on input set {k}: {'; '.join(problems)}; {ctx.predecessors()}")
+                    f"({tol.describe()}) on input set {k}: {'; '.join(problems)}; {ctx.predecessors()}"
+                )
         self.checked.append(str(pass_))
 
 
@@ -136,9 +139,11 @@ def _run_for(graph: "Graph", inputs, k: int, when: str, ctx: "PassContext") -> l
         raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise PassError(f"the numerical verifier could not run the model {when} on input set {k} "
-                        f"({type(e).__name__}: {first}); give check inputs from the model's domain "
-                        f"(PassContext(inputs=...)) or turn the verifier off; {ctx.predecessors()}") from e
+        raise PassError(
+            f"the numerical verifier could not run the model {when} on input set {k} "
+            f"({type(e).__name__}: {first}); give check inputs from the model's domain "
+            f"(PassContext(inputs=...)) or turn the verifier off; {ctx.predecessors()}"
+        ) from e
 
 
 def default_instruments(*, verify: bool = True, dump_dir: str | Path | None = None) -> list[Instrument]:

@@ -49,8 +49,7 @@ class PipelineResult:
             stats = " ".join(f"{k}={v}" for k, v in r.stats.items())
             rows.append((str(r.pass_), f"{r.seconds * 1e3:.1f} ms", "yes" if r.changed else "no", stats))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}".rstrip()
-                         for a, b, c, d in rows)
+        return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}".rstrip() for a, b, c, d in rows)
 
 
 def run_pipeline(pipeline: "Pipeline", graph: "Graph", ctx: PassContext | None = None) -> PipelineResult:
@@ -81,25 +80,32 @@ def run_pipeline(pipeline: "Pipeline", graph: "Graph", ctx: PassContext | None =
         result.records.append(PassRecord(p, out.changed, dict(out.stats), seconds))
         if ctx.log:
             stats = " ".join(f"{k}={v}" for k, v in out.stats.items())
-            ctx.log(f"[{index}/{len(pipeline)}] {p}: {seconds * 1e3:.1f} ms"
-                    f"{' (changed)' if out.changed else ''}{' ' + stats if stats else ''}")
+            ctx.log(
+                f"[{index}/{len(pipeline)}] {p}: {seconds * 1e3:.1f} ms"
+                f"{' (changed)' if out.changed else ''}{' ' + stats if stats else ''}"
+            )
     result.graph = work
     for inst in ctx.instruments:
         inst.exit_pipeline(work, ctx)
     return result
 
 
-def _judge_change(p: Pass, graph: "Graph", version: int, before: Fingerprint, out: PassResult,
-                  ctx: PassContext) -> tuple[PassResult, Fingerprint]:
+def _judge_change(
+    p: Pass, graph: "Graph", version: int, before: Fingerprint, out: PassResult, ctx: PassContext
+) -> tuple[PassResult, Fingerprint]:
     """`out` with `changed` taken from the content; raises when the pass misreported or bypassed the verbs."""
     after = fingerprint(out.graph)
     changed = after != before
     if changed and out.graph is graph and graph.version == version:
-        raise PassError(f"pass '{p}' edited the graph behind its verbs ({describe_change(before, after)}, "
-                        f"the graph's version did not move); {ctx.predecessors()}")
+        raise PassError(
+            f"pass '{p}' edited the graph behind its verbs ({describe_change(before, after)}, "
+            f"the graph's version did not move); {ctx.predecessors()}"
+        )
     if changed and not out.changed:
-        raise PassError(f"pass '{p}' changed the graph ({describe_change(before, after)}) but reported "
-                        f"changed=False; {ctx.predecessors()}")
+        raise PassError(
+            f"pass '{p}' changed the graph ({describe_change(before, after)}) but reported "
+            f"changed=False; {ctx.predecessors()}"
+        )
     return dataclasses.replace(out, changed=changed), after
 
 

@@ -17,8 +17,9 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from graphopt.errors import PipelineParseError
 from graphopt.passes.base import Pass
@@ -64,10 +65,12 @@ class Pipeline:
     def run(self, graph: "Graph", ctx: "PassContext | None" = None) -> "PipelineResult":
         """Run on a copy of `graph` (never mutated) under `ctx`'s instruments."""
         from graphopt.passes.manager import run_pipeline
+
         return run_pipeline(self, graph, ctx)
 
 
 # ---- formatting ------------------------------------------------------------------
+
 
 def format_value(v: Any) -> str:
     if isinstance(v, bool):
@@ -85,8 +88,11 @@ def format_value(v: Any) -> str:
 
 
 def format_pass(p: Pass) -> str:
-    opts = [f"{f.name}={format_value(getattr(p, f.name))}" for f in dataclasses.fields(p)
-            if getattr(p, f.name) != _default(f)]
+    opts = [
+        f"{f.name}={format_value(getattr(p, f.name))}"
+        for f in dataclasses.fields(p)
+        if getattr(p, f.name) != _default(f)
+    ]
     return p.name + ("{" + " ".join(opts) + "}" if opts else "")
 
 
@@ -115,6 +121,7 @@ def option_types(cls: type[Pass]) -> dict[str, Any]:
 
 
 # ---- parsing --------------------------------------------------------------------
+
 
 class _Parser:
     def __init__(self, text: str):
@@ -188,8 +195,7 @@ class _Parser:
             self.pos = m.end()
             if key not in types_:
                 valid = ", ".join(f"{k}: {describe_type(t)}" for k, t in types_.items()) or "none"
-                raise self.error(f"unknown option '{key}' for pass '{cls.name}'; valid options: {valid}",
-                                 key_pos)
+                raise self.error(f"unknown option '{key}' for pass '{cls.name}'; valid options: {valid}", key_pos)
             if key in kwargs:
                 raise self.error(f"option '{key}' given twice", key_pos)
             self.expect("=")
@@ -199,8 +205,9 @@ class _Parser:
             try:
                 kwargs[key] = convert(raw, types_[key])
             except ValueError as e:
-                raise self.error(f"option '{key}' of pass '{cls.name}' expects "
-                                 f"{describe_type(types_[key])}: {e}", value_pos) from None
+                raise self.error(
+                    f"option '{key}' of pass '{cls.name}' expects {describe_type(types_[key])}: {e}", value_pos
+                ) from None
 
     def value(self) -> str | list:
         ch = self.peek()

@@ -20,8 +20,7 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
     name = getattr(cls, "name", "")
     if not (isinstance(name, str) and _KEBAB.match(name)):
         raise TypeError(f"pass {cls.__name__} needs a kebab-case class attribute `name`, got {name!r}")
-    if not (issubclass(cls, Pass) and dataclasses.is_dataclass(cls)
-            and cls.__dataclass_params__.frozen):
+    if not (issubclass(cls, Pass) and dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
         raise TypeError(f"pass {cls.__name__} must subclass Pass and be a @dataclass(frozen=True)")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         raise ValueError(f"pass name '{name}' is already registered by {_REGISTRY[name].__qualname__}")

@@ -180,9 +180,11 @@ class _Driver:
         self.recent.append(rule.name)
         if self.count > self.limit:
             names = ", ".join(f"'{n}'" for n, _ in Counter(self.recent).most_common(3))
-            raise GraphError(f"rewrite rules did not reach a fixpoint after {self.count} rewrites: "
-                             f"rule(s) {names} keep rewriting (a rule matching its own result, or "
-                             f"rules undoing each other; the last rewrite was at node '{node.name}')")
+            raise GraphError(
+                f"rewrite rules did not reach a fixpoint after {self.count} rewrites: "
+                f"rule(s) {names} keep rewriting (a rule matching its own result, or "
+                f"rules undoing each other; the last rewrite was at node '{node.name}')"
+            )
 
 
 def _replace(graph: Graph, node: Node, inputs: tuple[str, ...], new: tuple[str, ...]) -> list[Node]:
@@ -209,16 +211,21 @@ def _replace(graph: Graph, node: Node, inputs: tuple[str, ...], new: tuple[str, 
 
 def _check_replacement(graph: Graph, node: Node, new: tuple[str, ...]) -> None:
     if len(new) != len(node.outputs):
-        raise GraphError(f"a rule replaced the {len(node.outputs)} outputs of node '{node.name}' "
-                         f"with {len(new)} values")
+        raise GraphError(
+            f"a rule replaced the {len(node.outputs)} outputs of node '{node.name}' with {len(new)} values"
+        )
     for old, value in zip(node.outputs, new):
         if old != value and old in graph.outputs and not _output_ok(graph, value):
-            raise GraphError(f"a rule would make graph output '%{old}' of node '{node.name}' "
-                             f"the input, parameter or output '%{value}'")
+            raise GraphError(
+                f"a rule would make graph output '%{old}' of node '{node.name}' "
+                f"the input, parameter or output '%{value}'"
+            )
         t_old, t_new = graph.value(old).type, graph.value(value).type
         if t_old is not None and t_new is not None and t_old != t_new:
-            raise GraphError(f"a rule replaced '%{old}' ({t_old}) of node '{node.name}' "
-                             f"with '%{value}' of a different type ({t_new})")
+            raise GraphError(
+                f"a rule replaced '%{old}' ({t_old}) of node '{node.name}' "
+                f"with '%{value}' of a different type ({t_new})"
+            )
 
 
 def _remove_orphans(graph: Graph, values: Sequence[str]) -> list[str]:

@@ -38,9 +38,10 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,9 +110,18 @@ def _describe_target(target: tvm.target.Target) -> str:
 class CompiledModel:
     """A built model: call it, save it, run it remotely. See the module docstring."""
 
-    def __init__(self, executable, target: tvm.target.Target, inputs: Sequence[InputSpec],
-                 num_outputs: int, *, output_names: Sequence[str] = (), pipeline: str = "",
-                 version: str = graphopt.__version__, library_path: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        executable,
+        target: tvm.target.Target,
+        inputs: Sequence[InputSpec],
+        num_outputs: int,
+        *,
+        output_names: Sequence[str] = (),
+        pipeline: str = "",
+        version: str = graphopt.__version__,
+        library_path: str | os.PathLike | None = None,
+    ):
         # executable: a relax.VMExecutable (fresh build), a runtime.Module (loaded from a
         # file), or None for a cross-target library read from disk (`library_path`).
         if executable is None and library_path is None:
@@ -156,8 +166,10 @@ class CompiledModel:
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{s.name}: {s}" for s in self.inputs)
-        return (f"<CompiledModel {self.device_kind} ({ins}) -> {self.num_outputs} output(s)"
-                f"{' (not runnable here)' if self.is_cross else ''}>")
+        return (
+            f"<CompiledModel {self.device_kind} ({ins}) -> {self.num_outputs} output(s)"
+            f"{' (not runnable here)' if self.is_cross else ''}>"
+        )
 
     # ---- running ---------------------------------------------------------------------
     def __call__(self, *arrays):
@@ -197,9 +209,12 @@ class CompiledModel:
                 f"this model is compiled for {what}, which this {_machine_arch()} machine cannot "
                 f"run (a cross target); run it on the device with CompiledModel.run_remote("
                 f"session, *arrays), session being a TVM RPC session (e.g. "
-                f"graphopt.backends.tvm.emulator for an emulated aarch64)")
-        return BackendError(f"this model is compiled for {what} and this machine has no such "
-                            f"device; load it (load_compiled) on a machine that has one")
+                f"graphopt.backends.tvm.emulator for an emulated aarch64)"
+            )
+        return BackendError(
+            f"this model is compiled for {what} and this machine has no such "
+            f"device; load it (load_compiled) on a machine that has one"
+        )
 
     def _local_vm(self, dev) -> relax.VirtualMachine:
         if self._vm is None:
@@ -210,19 +225,16 @@ class CompiledModel:
         """Inputs as contiguous numpy arrays, and a torch tensor to mimic (None: numpy in)."""
         if len(arrays) != len(self.inputs):
             names = ", ".join(s.name for s in self.inputs)
-            raise BackendError(f"the model takes {len(self.inputs)} input(s) ({names}), "
-                               f"got {len(arrays)}")
+            raise BackendError(f"the model takes {len(self.inputs)} input(s) ({names}), got {len(arrays)}")
         feeds, like = [], None
         for spec, a in zip(self.inputs, arrays):
             if isinstance(a, torch.Tensor):
                 like = a if like is None else like
                 if a.dtype == torch.bfloat16:
-                    raise BackendError(f"input '{spec.name}': bfloat16 tensors cannot be passed "
-                                       f"through numpy")
+                    raise BackendError(f"input '{spec.name}': bfloat16 tensors cannot be passed through numpy")
                 a = a.detach().cpu().numpy()
             elif not isinstance(a, np.ndarray):
-                raise BackendError(f"input '{spec.name}' must be a numpy array or torch tensor, "
-                                   f"got {type(a).__name__}")
+                raise BackendError(f"input '{spec.name}' must be a numpy array or torch tensor, got {type(a).__name__}")
             got = f"{a.dtype.name}[{','.join(map(str, a.shape))}]"
             if tuple(a.shape) != spec.shape or a.dtype.name != spec.dtype:
                 raise BackendError(f"input '{spec.name}' expects {spec}, got {got}")
@@ -231,8 +243,7 @@ class CompiledModel:
 
     def _wrap(self, outs: list[np.ndarray], like: torch.Tensor | None):
         if len(outs) != self.num_outputs:
-            raise BackendError(f"the executable returned {len(outs)} outputs, "
-                               f"expected {self.num_outputs}")
+            raise BackendError(f"the executable returned {len(outs)} outputs, expected {self.num_outputs}")
         if like is not None:
             outs = [torch.from_numpy(np.ascontiguousarray(o)).to(like.device) for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -242,8 +253,9 @@ class CompiledModel:
         """Write the library (`.so` or `.tar`, see the module docstring) and `<path>.json`."""
         path = Path(path)
         if path.suffix not in LIBRARY_SUFFIXES:
-            raise BackendError(f"cannot save to '{path}': use a .so (loadable shared library) "
-                               f"or .tar (object files) path")
+            raise BackendError(
+                f"cannot save to '{path}': use a .so (loadable shared library) or .tar (object files) path"
+            )
         check_output_path(metadata_path(path))  # both targets usable before either is written
         with atomic_output(path) as tmp:
             self._export(tmp)
@@ -256,8 +268,10 @@ class CompiledModel:
             # Loaded from disk: the library can only be copied as it is.
             src = self.library_path
             if src is None or src.suffix != path.suffix:
-                raise BackendError(f"this model was loaded from '{src}'; it can be saved again "
-                                   f"only in the same format ({src.suffix if src else '?'})")
+                raise BackendError(
+                    f"this model was loaded from '{src}'; it can be saved again "
+                    f"only in the same format ({src.suffix if src else '?'})"
+                )
             shutil.copyfile(src, path)
             return
         kwargs = {}
@@ -266,19 +280,19 @@ class CompiledModel:
         try:
             exe.export_library(os.fspath(path), **kwargs)
         except (RuntimeError, OSError) as e:
-            raise BackendError(f"exporting the {self.device_kind} library to '{path}' failed: {e}"
-                               ) from e
+            raise BackendError(f"exporting the {self.device_kind} library to '{path}' failed: {e}") from e
 
 
 def _cross_compile_fn(target: tvm.target.Target):
     arch = host_code_arch(target)
     cxx = CROSS_COMPILERS.get(arch)
     if cxx is None:
-        raise BackendError(f"no cross compiler known for {arch}; save as .tar and link on the "
-                           f"device")
+        raise BackendError(f"no cross compiler known for {arch}; save as .tar and link on the device")
     if shutil.which(cxx) is None:
-        raise BackendError(f"saving an {arch} .so needs the cross compiler '{cxx}' on PATH; "
-                           f"install it, or save as .tar and link on the device")
+        raise BackendError(
+            f"saving an {arch} .so needs the cross compiler '{cxx}' on PATH; "
+            f"install it, or save as .tar and link on the device"
+        )
     return tvm.support.cc.cross_compiler(cxx)
 
 
@@ -304,8 +318,7 @@ def compile_graph(graph: Graph, target, *, database=None, pipeline: str = "") ->
     for name in graph.inputs:
         t = graph.type_of(name)
         specs.append(InputSpec(name, tuple(int(d) for d in t.shape), t.dtype))
-    return CompiledModel(exe, tgt, specs, len(graph.outputs), output_names=graph.outputs,
-                         pipeline=str(pipeline))
+    return CompiledModel(exe, tgt, specs, len(graph.outputs), output_names=graph.outputs, pipeline=str(pipeline))
 
 
 def load_compiled(path: str | os.PathLike) -> CompiledModel:
@@ -313,8 +326,10 @@ def load_compiled(path: str | os.PathLike) -> CompiledModel:
     path = Path(path)
     meta_file = metadata_path(path)
     if not meta_file.exists():
-        raise BackendError(f"no metadata file '{meta_file}' for '{path}': a saved model is the "
-                           f"library plus <library>.json, written by CompiledModel.save")
+        raise BackendError(
+            f"no metadata file '{meta_file}' for '{path}': a saved model is the "
+            f"library plus <library>.json, written by CompiledModel.save"
+        )
     try:
         meta = json.loads(meta_file.read_text())
         if meta.get("format") != FORMAT_VERSION:
@@ -326,9 +341,16 @@ def load_compiled(path: str | os.PathLike) -> CompiledModel:
         raise BackendError(f"metadata file '{meta_file}' is corrupt: {e}") from e
     if not path.exists():
         raise BackendError(f"library '{path}' named by '{meta_file}' is missing")
-    model = CompiledModel(None, target, inputs, num_outputs, output_names=meta.get("outputs", ()),
-                          pipeline=meta.get("pipeline", ""),
-                          version=meta.get("graphopt_version", "?"), library_path=path)
+    model = CompiledModel(
+        None,
+        target,
+        inputs,
+        num_outputs,
+        output_names=meta.get("outputs", ()),
+        pipeline=meta.get("pipeline", ""),
+        version=meta.get("graphopt_version", "?"),
+        library_path=path,
+    )
     if not model.is_cross:
         try:
             model.executable = tvm.runtime.load_module(os.fspath(path))

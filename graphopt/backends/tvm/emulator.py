@@ -140,9 +140,7 @@ class Aarch64Emulator:
     ):
         self.root = Path(root) if root is not None else cache_dir() / _ROOT_NAME
         if not _is_complete(self.root):
-            raise RuntimeError(
-                f"no complete emulated aarch64 root at {self.root}; run (as root): {SETUP_COMMAND}"
-            )
+            raise RuntimeError(f"no complete emulated aarch64 root at {self.root}; run (as root): {SETUP_COMMAND}")
         if mode == "auto":
             picked = _pick_mode(self.root)
             if picked is None:

@@ -49,8 +49,9 @@ def _name_hint(name: str) -> str:
 def _input_var(graph: Graph, name: str) -> relax.Var:
     t = graph.value(name).type
     if t is None or not t.is_static:
-        raise BackendError(f"graph input '{name}' has type {t}: the TVM backend needs a static "
-                           f"shape and dtype for every input")
+        raise BackendError(
+            f"graph input '{name}' has type {t}: the TVM backend needs a static shape and dtype for every input"
+        )
     return relax.Var(_name_hint(name), relax.TensorType(list(t.shape), t.dtype))
 
 
@@ -60,12 +61,12 @@ def _check_type(node: Node, value: str, expr: relax.Expr, want: TensorType | Non
     got_shape = [int(d) for d in expr.ty.shape.values]
     got_dtype = str(expr.ty.dtype)
     if got_shape != list(want.shape) or got_dtype != carrier_dtype(want.dtype):
-        raise BackendError(f"{describe_node(node)}: TVM computes {got_dtype}{got_shape} for "
-                           f"'{value}' but the graph says {want}")
+        raise BackendError(
+            f"{describe_node(node)}: TVM computes {got_dtype}{got_shape} for '{value}' but the graph says {want}"
+        )
 
 
-def _lower_node(bb: relax.BlockBuilder, graph: Graph, node: Node,
-                env: dict[str, relax.Expr]) -> None:
+def _lower_node(bb: relax.BlockBuilder, graph: Graph, node: Node, env: dict[str, relax.Expr]) -> None:
     if node.is_opaque:
         raise BackendError(f"{describe_node(node)} cannot be lowered to TVM")
     rule = RULES.get(node.op)
@@ -76,8 +77,7 @@ def _lower_node(bb: relax.BlockBuilder, graph: Graph, node: Node,
         out = rule(RuleContext(bb, graph, node), *args, **node.attrs)
         outs = out if isinstance(out, tuple) else (out,)
         if len(outs) != len(node.outputs):
-            raise BackendError(f"{describe_node(node)}: rule gave {len(outs)} outputs, "
-                               f"node has {len(node.outputs)}")
+            raise BackendError(f"{describe_node(node)}: rule gave {len(outs)} outputs, node has {len(node.outputs)}")
         for value, expr in zip(node.outputs, outs):
             var = expr if isinstance(expr, relax.Var) else bb.emit(expr, _name_hint(value))
             _check_type(node, value, var, graph.value(value).type)

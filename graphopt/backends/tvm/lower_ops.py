@@ -14,8 +14,9 @@ tests/test_tvm_lower.py checks every rule against the torch reference.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tvm
@@ -75,6 +76,7 @@ def _channel_shape(rank: int, axis: int, size: int) -> list[int]:
 
 # --- linear algebra and normalization ----------------------------------------------
 
+
 def conv(cx, x, w, b=None, *, stride, pads, dilation, groups):
     # ONNX pads (begins..., ends...) are exactly Relax's padding order for 1/2/3-d.
     nd = len(shape_of(x)) - 2
@@ -108,6 +110,7 @@ def layer_norm(cx, x, w=None, b=None, *, normalized_shape, eps):
 
 
 # --- elementwise -----------------------------------------------------------------------
+
 
 def _unary(fn: Callable) -> Callable:
     return lambda cx, x: fn(x)
@@ -149,8 +152,12 @@ def _not_immediate(e: relax.Expr, dt: str) -> relax.Expr:
     x - (-0.0) => x (wrong for -0.0), and refuses to build x / 0. A [1] tensor stays a buffer
     read, so IEEE semantics hold; integer immediates fold exactly and stay.
     """
-    if (isinstance(e, tvm.ir.Constant) and isinstance(e.value, tvm.runtime.Tensor)
-            and not shape_of(e) and np.issubdtype(np.dtype(dt), np.floating)):
+    if (
+        isinstance(e, tvm.ir.Constant)
+        and isinstance(e.value, tvm.runtime.Tensor)
+        and not shape_of(e)
+        and np.issubdtype(np.dtype(dt), np.floating)
+    ):
         return const(e.value.numpy().astype(dt).reshape(1), dt)
     return cast(e, dt)
 
@@ -163,29 +170,44 @@ def _binary(fn: Callable) -> Callable:
         if not shape_of(a) and not shape_of(b):  # both 0-d: undo the [1] the workaround gave
             y = R.reshape(cx.emit(y), [])
         return y
+
     return rule
 
 
 # --- pooling and reductions ----------------------------------------------------------------
 
+
 def max_pool(cx, x, *, kernel_size, stride, pads, dilation, ceil_mode):
     nd = len(shape_of(x)) - 2
     fn = {1: R.nn.max_pool1d, 2: R.nn.max_pool2d, 3: R.nn.max_pool3d}[nd]
-    return fn(x, pool_size=list(kernel_size), strides=list(stride), padding=list(pads),
-              dilation=list(dilation), ceil_mode=ceil_mode)
+    return fn(
+        x,
+        pool_size=list(kernel_size),
+        strides=list(stride),
+        padding=list(pads),
+        dilation=list(dilation),
+        ceil_mode=ceil_mode,
+    )
 
 
 def avg_pool(cx, x, *, kernel_size, stride, pads, ceil_mode, count_include_pad):
     nd = len(shape_of(x)) - 2
     fn = {1: R.nn.avg_pool1d, 2: R.nn.avg_pool2d, 3: R.nn.avg_pool3d}[nd]
-    return fn(x, pool_size=list(kernel_size), strides=list(stride), padding=list(pads),
-              ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    return fn(
+        x,
+        pool_size=list(kernel_size),
+        strides=list(stride),
+        padding=list(pads),
+        ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad,
+    )
 
 
 # Adaptive pools use torch's windows [floor(i*n/m), ceil((i+1)*n/m)). Relax's (TOPI's)
 # kernel for them has data-dependent window extents that dlight cannot schedule for
 # GPUs, so with static shapes they become ordinary ops: a reduction (global), a
 # regular pool (n divisible by m) or, for uneven windows, one step per spatial axis.
+
 
 def _windows(n: int, m: int) -> list[tuple[int, int]]:
     return [(i * n // m, -(-(i + 1) * n // m)) for i in range(m)]
@@ -203,8 +225,7 @@ def adaptive_avg_pool(cx, x, *, output_size):
         return R.mean(x, axes, keepdims=True)
     if all(n % o == 0 for n, o in zip(ins, outs)):
         k = [n // o for n, o in zip(ins, outs)]
-        return avg_pool(cx, x, kernel_size=k, stride=k, pads=[0] * 2 * len(k), ceil_mode=False,
-                        count_include_pad=True)
+        return avg_pool(cx, x, kernel_size=k, stride=k, pads=[0] * 2 * len(k), ceil_mode=False, count_include_pad=True)
     # uneven: average along each axis with a constant [out, in] matrix (a matmul)
     y = x
     for axis, n, o in zip(axes, ins, outs):
@@ -223,14 +244,15 @@ def adaptive_max_pool(cx, x, *, output_size):
         return R.max(x, axes, keepdims=True)
     if all(n % o == 0 for n, o in zip(ins, outs)):
         k = [n // o for n, o in zip(ins, outs)]
-        return max_pool(cx, x, kernel_size=k, stride=k, pads=[0] * 2 * len(k),
-                        dilation=[1] * len(k), ceil_mode=False)
+        return max_pool(cx, x, kernel_size=k, stride=k, pads=[0] * 2 * len(k), dilation=[1] * len(k), ceil_mode=False)
     # uneven: max over each window along one axis at a time (max is separable)
     y = x
     for axis, n, o in zip(axes, ins, outs):
         if n != o:
-            parts = [cx.emit(R.max(R.strided_slice(y, [axis], [lo], [hi]), [axis], keepdims=True))
-                     for lo, hi in _windows(n, o)]
+            parts = [
+                cx.emit(R.max(R.strided_slice(y, [axis], [lo], [hi]), [axis], keepdims=True))
+                for lo, hi in _windows(n, o)
+            ]
             y = cx.emit(R.concat(parts, axis))
     return y
 
@@ -260,6 +282,7 @@ def softmax(cx, x, *, axis):
 
 # --- shape and data movement ---------------------------------------------------------------
 
+
 def concat(cx, *xs, axis):
     dt = cx.out_dtype(dtype_of(xs[0]))
     return R.concat([cast(x, dt) for x in xs], axis)
@@ -282,7 +305,7 @@ def flatten(cx, x, *, start_dim, end_dim):
     if not s:
         return R.reshape(x, [1])
     lo, hi = start_dim % len(s), end_dim % len(s)
-    return R.reshape(x, s[:lo] + [int(np.prod(s[lo:hi + 1], dtype=np.int64))] + s[hi + 1:])
+    return R.reshape(x, s[:lo] + [int(np.prod(s[lo : hi + 1], dtype=np.int64))] + s[hi + 1 :])
 
 
 def squeeze(cx, x, *, axes):
@@ -403,55 +426,55 @@ def _int_range(dt: str) -> tuple[int, int]:
 RuleFn = Callable[..., Any]
 
 RULES: dict[str, RuleFn] = {
-    "conv": conv,                          # nn.conv{1,2,3}d (+ bias add); ONNX pads as is
-    "linear": linear,                      # linear(x, w, b) = x @ w.T + b
-    "matmul": matmul,                      # matmul with broadcasting
-    "batch_norm": batch_norm,              # nn.batch_norm(training=False)[0]
-    "layer_norm": layer_norm,              # nn.layer_norm over the trailing dims
-    "relu": _unary(R.nn.relu),             # nn.relu
-    "sigmoid": _unary(R.sigmoid),          # sigmoid
-    "tanh": _unary(R.tanh),                # tanh
-    "silu": _unary(R.nn.silu),             # nn.silu
-    "hardswish": hardswish,                # x * clip(x + 3, 0, 6) / 6
-    "hardsigmoid": hardsigmoid,            # clip(x + 3, 0, 6) / 6
-    "neg": _unary(R.negative),             # negative
-    "exp": _unary(R.exp),                  # exp
-    "log": _unary(R.log),                  # log
-    "sqrt": _unary(R.sqrt),                # sqrt
-    "rsqrt": _unary(R.rsqrt),              # rsqrt
-    "erf": _unary(R.erf),                  # erf
-    "abs": _unary(R.abs),                  # abs
-    "reciprocal": reciprocal,              # 1 / x
-    "gelu": gelu,                          # nn.gelu | nn.gelu_tanh
-    "clip": clip,                          # clip; a missing bound is +-inf / the int range
-    "add": _binary(R.add),                 # add (operands cast to the result dtype)
-    "sub": _binary(R.subtract),            # subtract
-    "mul": _binary(R.multiply),            # multiply
-    "div": _binary(R.divide),              # divide (true division: ints become float first)
-    "pow": _binary(R.power),               # power
-    "maximum": _binary(R.maximum),         # maximum
-    "minimum": _binary(R.minimum),         # minimum
-    "max_pool": max_pool,                  # nn.max_pool{1,2,3}d, ONNX pads, ceil_mode
-    "avg_pool": avg_pool,                  # nn.avg_pool{1,2,3}d, count_include_pad
+    "conv": conv,  # nn.conv{1,2,3}d (+ bias add); ONNX pads as is
+    "linear": linear,  # linear(x, w, b) = x @ w.T + b
+    "matmul": matmul,  # matmul with broadcasting
+    "batch_norm": batch_norm,  # nn.batch_norm(training=False)[0]
+    "layer_norm": layer_norm,  # nn.layer_norm over the trailing dims
+    "relu": _unary(R.nn.relu),  # nn.relu
+    "sigmoid": _unary(R.sigmoid),  # sigmoid
+    "tanh": _unary(R.tanh),  # tanh
+    "silu": _unary(R.nn.silu),  # nn.silu
+    "hardswish": hardswish,  # x * clip(x + 3, 0, 6) / 6
+    "hardsigmoid": hardsigmoid,  # clip(x + 3, 0, 6) / 6
+    "neg": _unary(R.negative),  # negative
+    "exp": _unary(R.exp),  # exp
+    "log": _unary(R.log),  # log
+    "sqrt": _unary(R.sqrt),  # sqrt
+    "rsqrt": _unary(R.rsqrt),  # rsqrt
+    "erf": _unary(R.erf),  # erf
+    "abs": _unary(R.abs),  # abs
+    "reciprocal": reciprocal,  # 1 / x
+    "gelu": gelu,  # nn.gelu | nn.gelu_tanh
+    "clip": clip,  # clip; a missing bound is +-inf / the int range
+    "add": _binary(R.add),  # add (operands cast to the result dtype)
+    "sub": _binary(R.subtract),  # subtract
+    "mul": _binary(R.multiply),  # multiply
+    "div": _binary(R.divide),  # divide (true division: ints become float first)
+    "pow": _binary(R.power),  # power
+    "maximum": _binary(R.maximum),  # maximum
+    "minimum": _binary(R.minimum),  # minimum
+    "max_pool": max_pool,  # nn.max_pool{1,2,3}d, ONNX pads, ceil_mode
+    "avg_pool": avg_pool,  # nn.avg_pool{1,2,3}d, count_include_pad
     "adaptive_avg_pool": adaptive_avg_pool,  # mean | avg_pool | per-axis averaging matmul
     "adaptive_max_pool": adaptive_max_pool,  # max | max_pool | per-axis window max + concat
-    "mean": mean,                          # mean over dims
-    "sum": reduce_sum,                     # sum over dims, in the result dtype
-    "softmax": softmax,                    # nn.softmax
-    "concat": concat,                      # concat (operands cast to the result dtype)
-    "split": split,                        # split at running sums of sizes, then tuple items
-    "reshape": reshape,                    # reshape with 0 resolved statically
-    "flatten": flatten,                    # reshape to the flattened static shape
-    "squeeze": squeeze,                    # squeeze on the listed axes
-    "unsqueeze": unsqueeze,                # expand_dims
-    "permute": permute,                    # permute_dims
-    "expand": expand,                      # broadcast_to with -1 resolved statically
-    "slice": slice_,                       # strided_slice with clamped static bounds
-    "select": select,                      # strided_slice + squeeze
-    "embedding": embedding,                # take(weight, indices, axis=0)
-    "cast": cast_,                         # astype; to bool is x != 0
-    "identity": identity,                  # the input itself
-    "dropout": identity,                   # inference: the input itself
-    "quantize": quantize,                  # relax.quantize (per-tensor or per-channel axis)
-    "dequantize": dequantize,              # relax.dequantize
+    "mean": mean,  # mean over dims
+    "sum": reduce_sum,  # sum over dims, in the result dtype
+    "softmax": softmax,  # nn.softmax
+    "concat": concat,  # concat (operands cast to the result dtype)
+    "split": split,  # split at running sums of sizes, then tuple items
+    "reshape": reshape,  # reshape with 0 resolved statically
+    "flatten": flatten,  # reshape to the flattened static shape
+    "squeeze": squeeze,  # squeeze on the listed axes
+    "unsqueeze": unsqueeze,  # expand_dims
+    "permute": permute,  # permute_dims
+    "expand": expand,  # broadcast_to with -1 resolved statically
+    "slice": slice_,  # strided_slice with clamped static bounds
+    "select": select,  # strided_slice + squeeze
+    "embedding": embedding,  # take(weight, indices, axis=0)
+    "cast": cast_,  # astype; to bool is x != 0
+    "identity": identity,  # the input itself
+    "dropout": identity,  # inference: the input itself
+    "quantize": quantize,  # relax.quantize (per-tensor or per-channel axis)
+    "dequantize": dequantize,  # relax.dequantize
 }

@@ -149,6 +149,7 @@ def run_remote_vm(
     lib = session.load_module(remote_name)
     dev = session.cpu()
     vm = relax.VirtualMachine(lib, dev)
+
     # Copy inputs to the remote device first, so only handles cross the link.
     def remote(a: np.ndarray):
         return tvm.runtime.tensor(np.ascontiguousarray(a), dev)

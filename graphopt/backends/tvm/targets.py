@@ -207,9 +207,7 @@ def target_is_gpu(target: TargetSpec) -> bool:
 
 
 def _isa_features(target: Target) -> set[str]:
-    return {
-        f for f in codegen.llvm_get_cpu_features(target) if f.startswith(_ISA_FEATURE_PREFIXES)
-    }
+    return {f for f in codegen.llvm_get_cpu_features(target) if f.startswith(_ISA_FEATURE_PREFIXES)}
 
 
 def _llvm_is_cross(target: Target) -> bool:

@@ -42,15 +42,14 @@ from pathlib import Path
 
 import tvm
 from tvm.ir import IRModule
+from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-from tvm.ir.utils import derived_object
 from tvm.target import Target
 
 from graphopt.errors import GraphoptError
 
 from .schedule import legalize
-from .task_scheduler import CommitEachBatch
 from .targets import (
     TargetSpec,
     host_cores,
@@ -58,6 +57,7 @@ from .targets import (
     target_fingerprint,
     target_is_cross,
 )
+from .task_scheduler import CommitEachBatch
 
 __all__ = [
     "RPCConfig",
@@ -172,8 +172,7 @@ def _check_table(path: Path, check: Callable[[object], str | None]) -> int:
         if number < len(lines):
             raise TuningDatabaseError(f"corrupt tuning database {path}, line {number}: {problem}")
         warnings.warn(
-            f"{path}: dropping its last line ({len(line)} characters), cut off by a "
-            f"killed run? ({problem})",
+            f"{path}: dropping its last line ({len(line)} characters), cut off by a killed run? ({problem})",
             TuningDatabaseWarning,
             stacklevel=4,
         )
@@ -231,18 +230,14 @@ def _check_metadata(work_dir: Path, target: Target) -> bool:
         raise TuningDatabaseError(f"unreadable tuning metadata {path}: JSON nested too deeply") from None
     if type(version) is not int or version < 1:
         raise TuningDatabaseError(
-            f"corrupt tuning metadata {path}: \"version\" is {_brief(version)}, expected a "
-            "positive integer"
+            f'corrupt tuning metadata {path}: "version" is {_brief(version)}, expected a positive integer'
         )
     if not isinstance(fingerprint, str):
         raise TuningDatabaseError(
-            f"corrupt tuning metadata {path}: \"target\" is {_brief(fingerprint)}, expected a "
-            "target fingerprint string"
+            f'corrupt tuning metadata {path}: "target" is {_brief(fingerprint)}, expected a target fingerprint string'
         )
     if version > FORMAT_VERSION:
-        raise TuningDatabaseError(
-            f"{path}: db format version {version}, this graphopt reads up to {FORMAT_VERSION}"
-        )
+        raise TuningDatabaseError(f"{path}: db format version {version}, this graphopt reads up to {FORMAT_VERSION}")
     if fingerprint != target_fingerprint(target):
         raise TuningDatabaseError(
             f"{work_dir} was tuned for another target ({fingerprint}: "
@@ -271,11 +266,9 @@ def _open_database(work_dir: Path) -> ms.database.JSONDatabase:
     workloads = _check_table(work_dir / WORKLOAD_FILE, _check_workload)
     _check_table(work_dir / RECORD_FILE, _check_records(workloads))
     try:
-        return ms.database.JSONDatabase(
-            str(work_dir / WORKLOAD_FILE), str(work_dir / RECORD_FILE), allow_missing=True
-        )
+        return ms.database.JSONDatabase(str(work_dir / WORKLOAD_FILE), str(work_dir / RECORD_FILE), allow_missing=True)
     except Exception as err:  # TVM's own parse errors name the line
-        raise TuningDatabaseError(f"TVM cannot load the tuning database in {work_dir}: {err}")
+        raise TuningDatabaseError(f"TVM cannot load the tuning database in {work_dir}: {err}") from err
 
 
 @contextmanager
@@ -472,9 +465,7 @@ def _runner(runner: str | RPCConfig, timeout_sec: float) -> ms.runner.Runner:
             session_priority=runner.session_priority,
             session_timeout_sec=runner.session_timeout_sec,
         )
-        return ms.runner.RPCRunner(
-            config, f_alloc_argument=alloc_measure_args, max_workers=runner.max_workers
-        )
+        return ms.runner.RPCRunner(config, f_alloc_argument=alloc_measure_args, max_workers=runner.max_workers)
     return ms.runner.LocalRunner(timeout_sec=timeout_sec)
 
 
