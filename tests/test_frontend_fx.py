@@ -397,7 +397,7 @@ def test_model_untouched_in_train_mode():
     with torch.no_grad():
         torch.testing.assert_close(graph.to_torch()(*inputs), model(*inputs), atol=1e-5, rtol=1e-5)
         model.stem.weight.add_(1.0)
-    assert not torch.equal(torch.from_numpy(graph.params["stem.weight"].data), model.stem.weight)
+    assert not torch.equal(torch.tensor(graph.params["stem.weight"].data), model.stem.weight)
 
 
 def test_untraceable_model_raises_frontend_error():

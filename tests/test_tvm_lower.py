@@ -38,7 +38,7 @@ def P(a):  # a parameter
 def reference(graph: Graph, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Evaluate `graph` with the ops' torch references, node by node."""
     env = {n: torch.from_numpy(np.asarray(a)) for n, a in zip(graph.inputs, inputs)}
-    env.update({n: torch.from_numpy(np.asarray(p.data)) for n, p in graph.params.items()})
+    env.update({n: torch.tensor(p.data) for n, p in graph.params.items()})
     for node in graph.nodes:
         out = OPS[node.op].impl(*[env[v] for v in node.inputs], **node.attrs)
         outs = out if isinstance(out, tuple) else (out,)
