@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,5000,20000")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    measure(10)  # warm-up: torch's meta kernels (shape inference) load on first use
     print(f"# {platform.machine()}, {platform.python_implementation()} {platform.python_version()}; seconds")
     print("| nodes | build | insert | order | remove | insert+remove | per edge (us) | verify |")
     print("|---|---|---|---|---|---|---|---|")
