@@ -312,3 +312,24 @@ def test_compile_db_without_records_warns_that_the_build_is_untuned(capsys, mlp_
     assert rc == 0, err
     assert "graphopt: warning: --db" in err and "holds no tuning records" in err and "untuned" in err
     assert (tmp_path / "m.so").exists()
+
+
+def test_tune_db_naming_a_file_is_refused_before_the_work(capsys, mlp_onnx, tmp_path):
+    (tmp_path / "file").write_text("records?")
+    rc, out, err = cli(capsys, "tune", mlp_onnx, "--target", "x86", "--db", tmp_path / "file", "--trials", "1")
+    assert rc == 1 and "--db" in err and "is not a directory" in err and "Traceback" not in err
+    assert (tmp_path / "file").read_text() == "records?"
+
+
+def test_tune_api_refuses_a_database_path_that_is_a_file(tmp_path):
+    pytest.importorskip("tvm")
+    from graphopt.backends.tvm.lower import lower_to_relax
+    from graphopt.backends.tvm.tuning import TuningError, tune
+    from graphopt.ir.graph import Graph
+    from graphopt.ir.types import TensorType
+
+    g = Graph("g")
+    g.set_outputs([g.add_node("relu", [g.add_input("x", TensorType((2,)))]).output])
+    (tmp_path / "file").write_text("records?")
+    with pytest.raises(TuningError, match="is not a directory"):
+        tune(lower_to_relax(g), "x86", tmp_path / "file", 1)

@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from graphopt.cli_commands.compile import add_target_arguments
 
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from graphopt.errors import GraphoptError
 
     target = resolve_target(args.target)
+    if Path(args.db).exists() and not Path(args.db).is_dir():  # before the pipeline and lowering
+        raise GraphoptError(f"--db '{args.db}' is not a directory")
     runner = "local"
     if args.rpc_tracker:
         host, _, port = args.rpc_tracker.rpartition(":")

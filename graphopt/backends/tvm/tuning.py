@@ -544,6 +544,8 @@ def tune(
         )
     _check_runner(runner, target)
     work_dir = Path(work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise TuningError(f"the tuning database '{work_dir}' is not a directory")
     work_dir.mkdir(parents=True, exist_ok=True)
     with _locked(work_dir, exclusive=True):
         if not _check_metadata(work_dir, target):
