@@ -322,12 +322,13 @@ class Graph:
         successor. Keys are renumbered whenever the order is next computed.
         """
         keys = [self._key[p.name] for v in inputs if (p := self._producer.get(v)) is not None]
-        if not keys:
+        last = max(keys, default=None)
+        if last is None:
             key = (-1, -next(self._seq))
-        elif max(keys) >= self._last_key:
-            key = (max(keys)[0] + 1,)
+        elif last >= self._last_key:
+            key = (last[0] + 1,)
         else:
-            key = max(keys) + (-next(self._seq),)
+            key = last + (-next(self._seq),)
         self._last_key = max(self._last_key, key)
         return key
 
@@ -617,16 +618,16 @@ class Graph:
     def set_encoding(self, name: str, encoding: Encoding | None) -> None:
         """Store the parameter compressed: its data becomes `encoding.decode()` (same shape and dtype)."""
         p = self.param(name)
-        data = p.data
+        data = decoded = p.data
         if encoding is not None:
             _check_encoding(name, encoding)
-            data = frozen_array(_decode(name, encoding), what=f"parameter '{name}'")
+            data = decoded = frozen_array(_decode(name, encoding), what=f"parameter '{name}'")
             if (data.shape, data.dtype) != (p.data.shape, p.data.dtype):
                 raise GraphError(
                     f"parameter '{name}': encoding {encoding.describe()} decodes to "
                     f"{TensorType.of(data)}, the parameter is {TensorType.of(p.data)}"
                 )
-        self._store(name, Parameter(data, p.trainable), p.mask, encoding)
+        self._store(name, Parameter(data, p.trainable), p.mask, encoding, decoded=decoded)
 
     def set_trainable(self, name: str, trainable: bool) -> None:
         p = self.param(name)
@@ -655,8 +656,19 @@ class Graph:
         self._store(name, Parameter(frozen_array(data), p.trainable), mask, encoding)
         return p.encoding is None or encoding is not None
 
-    def _store(self, name: str, base: Parameter, mask: np.ndarray | None, encoding: Encoding | None) -> None:
-        """Validate mask and encoding against `base.data`, apply the mask, and commit."""
+    def _store(
+        self,
+        name: str,
+        base: Parameter,
+        mask: np.ndarray | None,
+        encoding: Encoding | None,
+        *,
+        decoded: np.ndarray | None = None,
+    ) -> None:
+        """Validate mask and encoding against `base.data`, apply the mask, and commit.
+
+        `decoded`: the encoding's decoding when the caller already has it.
+        """
         data = base.data
         if mask is not None:
             mask = np.asarray(mask)
@@ -669,7 +681,8 @@ class Graph:
                 data = frozen_array(np.where(mask, data, np.zeros((), data.dtype)))
         if encoding is not None:
             _check_encoding(name, encoding)
-            decoded = _decode(name, encoding)
+            if decoded is None:
+                decoded = _decode(name, encoding)
             if (
                 decoded.shape != data.shape
                 or decoded.dtype != data.dtype

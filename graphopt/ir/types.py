@@ -71,7 +71,7 @@ def torch_dtype(name: str) -> torch.dtype:
 
 def carrier_dtype(name: str) -> str:
     """The dtype that carries `name` in torch and TVM: int8 for int4, uint8 for uint4, else itself."""
-    return {"int4": "int8", "uint4": "uint8"}.get(name, dtype_info(name).name)
+    return dtype_from_torch(torch_dtype(name))
 
 
 def numpy_dtype(name: str) -> np.dtype:
