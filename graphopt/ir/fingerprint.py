@@ -5,6 +5,10 @@ inputs, outputs, attributes), value types, graph inputs and outputs, and each
 parameter's bytes, mask, encoding and trainable flag. Node order and `meta`
 (provenance) are left out: reordering or relabelling provenance changes nothing.
 `describe_change` names the first difference for error messages.
+
+Parameters are immutable (read-only arrays, replaced whole by the verbs), so a
+parameter's digest is computed once per Parameter object and kept on it: a
+pipeline pass costs the bytes of the parameters it replaced, not of the model.
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ def _canonical(obj: Any) -> str:
 
 
 def _param_digest(p: "Parameter") -> str:
+    cached = p.__dict__.get("_digest")
+    if cached is None:
+        cached = _digest_param(p)
+        object.__setattr__(p, "_digest", cached)  # a cache beside the frozen fields
+    return cached
+
+
+def _digest_param(p: "Parameter") -> str:
     parts = [array_digest(p.data), str(p.trainable)]
     if p.mask is not None:
         parts.append("mask=" + array_digest(p.mask))
@@ -52,14 +64,6 @@ class Fingerprint:
     values: dict[str, str]
     params: dict[str, str]
     boundary: str
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Fingerprint) and (self.nodes, self.values, self.params, self.boundary) == (
-            other.nodes,
-            other.values,
-            other.params,
-            other.boundary,
-        )
 
 
 def fingerprint(graph: "Graph") -> Fingerprint:

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from graphopt.ir.graph import Graph, Node
 
 
-def _meta_input(graph: "Graph", name: str) -> torch.Tensor | None:
-    t = graph.value(name).type
+def _meta(t: TensorType | None) -> torch.Tensor | None:
+    """A meta tensor of type `t`; None when the type is unknown or symbolic."""
     if t is None or not t.is_static:
         return None
     return torch.empty(t.shape, dtype=torch_dtype(t.dtype), device="meta")
@@ -51,7 +51,7 @@ def infer_output_types(graph: "Graph", node: "Node") -> list[TensorType | None]:
     if hit is not None:
         return list(hit)
     opdef = get_op(node.op)
-    args = [torch.empty(t.shape, dtype=torch_dtype(t.dtype), device="meta") for t in in_types]
+    args = [_meta(t) for t in in_types]
     try:
         out = opdef.impl(*args, **node.attrs)
     except Exception as e:  # the op's own message says which shapes disagree
@@ -73,7 +73,7 @@ def infer_node_types(graph: "Graph", node: "Node") -> list[TensorType | None]:
         return [None] * len(node.outputs)
     from graphopt.emit.torch import fill_template, resolve_op
 
-    args = [_meta_input(graph, v) for v in node.inputs]
+    args = [_meta(graph.value(v).type) for v in node.inputs]
     if any(a is None for a in args):
         return [None] * len(node.outputs)
     try:
