@@ -6,6 +6,10 @@ reports `changed=False`, or that changes it behind the verbs (so the version,
 and every cache keyed by it, did not move), is an error naming it. A pass that
 reports a change but leaves the content as it was is recorded as unchanged.
 Errors name the pass, its options and the passes before it.
+
+The result records the graph's cost (`analysis/cost.py`: params, MACs, weight
+bytes; shapes only, so cheap) on entry and at the end; `report()` shows the
+per-layer cost table when the pipeline changed any of those totals.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from graphopt.analysis.cost import GraphCost, format_cost_table, graph_cost
 from graphopt.errors import GraphoptError, PassError, VerificationError
 from graphopt.ir.fingerprint import Fingerprint, describe_change, fingerprint
 from graphopt.passes.base import Pass, PassResult
@@ -37,26 +42,42 @@ class PassRecord:
 class PipelineResult:
     graph: "Graph"
     records: list[PassRecord] = field(default_factory=list)
+    cost_before: GraphCost | None = None  # of the graph on entry
+    cost_after: GraphCost | None = None  # of the result
 
     @property
     def changed(self) -> bool:
         return any(r.changed for r in self.records)
 
-    def report(self) -> str:
-        """A table: one row per pass with its time, whether it changed the graph, and its stats."""
+    @property
+    def cost_changed(self) -> bool:
+        """Whether params, MACs or weight bytes differ between entry and result."""
+        if self.cost_before is None or self.cost_after is None:
+            return False
+        return not self.cost_before.same_totals(self.cost_after)
+
+    def report(self, *, top: int | None = None) -> str:
+        """One row per pass with its time, whether it changed the graph, and its stats.
+
+        When the pipeline changed params, MACs or weight bytes, the per-layer cost
+        table before and after follows (`top`: only the layers with the most MACs).
+        """
         rows = [("pass", "time", "changed", "stats")]
         for r in self.records:
             stats = " ".join(f"{k}={v}" for k, v in r.stats.items())
             rows.append((str(r.pass_), f"{r.seconds * 1e3:.1f} ms", "yes" if r.changed else "no", stats))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}".rstrip() for a, b, c, d in rows)
+        text = "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}".rstrip() for a, b, c, d in rows)
+        if self.cost_changed:
+            text += "\n\n" + format_cost_table(self.cost_before, self.cost_after, top=top)
+        return text
 
 
 def run_pipeline(pipeline: "Pipeline", graph: "Graph", ctx: PassContext | None = None) -> PipelineResult:
     ctx = ctx if ctx is not None else PassContext()
     ctx.history = []
     work = graph.copy()
-    result = PipelineResult(work)
+    result = PipelineResult(work, cost_before=graph_cost(work))
     for inst in ctx.instruments:
         inst.enter_pipeline(work, ctx)
     content = fingerprint(work)
@@ -85,6 +106,7 @@ def run_pipeline(pipeline: "Pipeline", graph: "Graph", ctx: PassContext | None =
                 f"{' (changed)' if out.changed else ''}{' ' + stats if stats else ''}"
             )
     result.graph = work
+    result.cost_after = graph_cost(work)
     for inst in ctx.instruments:
         inst.exit_pipeline(work, ctx)
     return result
