@@ -36,4 +36,5 @@ from graphopt.passes import (  # noqa: E402,F401  (registers)  # noqa: E402,F401
     fuse_gelu,
     fuse_layer_norm,
     fuse_linear_bias,
+    quantize,
 )

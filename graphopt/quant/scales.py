@@ -1,0 +1,66 @@
+"""Scale and zero point from a real range, for a quantized dtype.
+
+Activations: `activation_qparams(lo, hi, dtype, symmetric)`. Symmetric ranges
+are [-t, t] with t = max(|lo|, |hi|): int8 gets zero point 0, uint8 gets 128.
+Asymmetric ranges always contain 0 (so zero padding and ReLU's 0 are exact).
+Weights: `weight_qparams(w, axis)` is symmetric int8 over the narrow range
+[-127, 127], per channel along `axis` (None = per tensor), zero point 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphopt.ir.ops import quant_range
+
+WEIGHT_QMIN, WEIGHT_QMAX = -127, 127
+_TINY = np.float32(2**-24)  # floor on a scale, so an all-zero tensor still quantizes (to 0)
+
+
+def activation_qparams(
+    lo: float, hi: float, dtype: str = "int8", symmetric: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scale float32 0-d, zero point 0-d of `dtype`) covering the real range [lo, hi]."""
+    qmin, qmax = quant_range(dtype)
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"cannot quantize the range [{lo}, {hi}]: it is not finite")
+    if symmetric:
+        t = max(-lo, hi)
+        scale = np.float32(max(2.0 * t / (qmax - qmin), _TINY))
+        zero = (qmin + qmax + 1) // 2  # int8: 0, uint8: 128
+    else:
+        scale = np.float32(max((hi - lo) / (qmax - qmin), _TINY))
+        zero = int(np.clip(np.round(qmin - lo / scale), qmin, qmax))
+    return np.asarray(scale, np.float32), np.asarray(zero, dtype=dtype)
+
+
+def weight_qparams(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int8 weight, float32 scale, int8 zero point): symmetric over [-127, 127], per channel along `axis`."""
+    w = np.asarray(w, np.float32)
+    if axis is None:
+        t = np.asarray(np.max(np.abs(w)) if w.size else 0.0, np.float32)
+    else:
+        others = tuple(i for i in range(w.ndim) if i != axis % w.ndim)
+        t = np.max(np.abs(w), axis=others) if w.size else np.zeros(w.shape[axis], np.float32)
+    scale = np.maximum(t / WEIGHT_QMAX, _TINY).astype(np.float32)
+    zero = np.zeros(scale.shape, np.int8)
+    return quantize_array(w, scale, zero, axis, WEIGHT_QMIN, WEIGHT_QMAX).astype(np.int8), scale, zero
+
+
+def quantize_array(x, scale, zero_point, axis: int | None, qmin: int, qmax: int) -> np.ndarray:
+    """clip(round(x / scale) + zero_point, qmin, qmax) in float64, per channel along `axis` when given."""
+    x = np.asarray(x, np.float64)
+    s, z = np.asarray(scale, np.float64), np.asarray(zero_point, np.float64)
+    if axis is not None and s.ndim == 1:
+        shape = [1] * x.ndim
+        shape[axis % x.ndim] = -1
+        s, z = s.reshape(shape), z.reshape(shape)
+    return np.clip(np.round(x / s) + z, qmin, qmax)
+
+
+def fake_quantize(x, lo: float, hi: float, dtype: str = "int8", symmetric: bool = True) -> np.ndarray:
+    """x quantized to the range [lo, hi] and back (what a Q/DQ pair computes), float64."""
+    scale, zero = activation_qparams(lo, hi, dtype, symmetric)
+    qmin, qmax = quant_range(dtype)
+    return (quantize_array(x, scale, zero, None, qmin, qmax) - float(zero)) * float(scale)
