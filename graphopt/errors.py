@@ -47,3 +47,7 @@ class NumericalMismatchError(PassError):
 
 class BackendError(GraphoptError):
     """Lowering, building or running through a backend failed."""
+
+
+class TrainError(GraphoptError):
+    """Training could not run: bad data, loss, optimizer or options; names the batch, step or option at fault."""
