@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 _WORD = re.compile(r"[A-Za-z0-9_.+\-/:]+")
 _NAME = re.compile(r"[a-z][a-z0-9\-]*")
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")  # kebab-case keys name snake_case fields
 MAX_NESTING = 32  # list brackets inside one option value
 
 
@@ -191,7 +191,7 @@ class _Parser:
             m = _KEY.match(self.text, self.pos)
             if not m:
                 raise self.error("expected an option name or '}'")
-            key = m.group()
+            key = m.group().replace("-", "_")
             self.pos = m.end()
             if key not in types_:
                 valid = ", ".join(f"{k}: {describe_type(t)}" for k, t in types_.items()) or "none"
