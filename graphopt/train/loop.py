@@ -10,7 +10,9 @@ What stays fixed while training:
   re-applied after it (so weight decay or a custom optimizer cannot revive
   them); `set_param` keeps the mask on write-back.
 - frozen parameters (`trainable=False`, integer parameters): they are buffers
-  in `to_torch()`, never handed to the optimizer, never written back.
+  in `to_torch()`, never handed to the optimizer, never written back. A
+  trained parameter loses its encoding (it described the old data); freeze a
+  parameter to keep its encoding.
 - BatchNorm statistics: the IR's `batch_norm` is the inference form, so running
   mean and variance are frozen (they are frozen parameters) and its output does
   not depend on the rest of the batch: the usual setting for fine-tuning a
