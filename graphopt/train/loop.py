@@ -85,6 +85,8 @@ def train(
 ) -> TrainResult:
     """Train `graph.to_torch(impls=impls)` on `data` with `loss_fn`; return a new graph with the trained weights.
 
+    `graph` itself is never modified: the trained weights go into a copy (`TrainResult.graph`).
+    Under torchrun, call `init_distributed()` first; `train` follows the initialized process group.
     epochs / steps: `epochs` passes over `data`; `steps` caps the optimizer steps
     (with `steps` alone, `data` is cycled until that many steps are done);
     neither given: one epoch.
