@@ -118,9 +118,9 @@ def test_per_channel_axes_must_match():
 
 def test_registry_is_ordered_and_named():
     names = [p.name for p in GRAPHOPT_RELAX_PASSES]
-    assert names == ["fold-qdq-round-trip"] and len(set(names)) == len(names)
+    assert names == ["fold-qdq-round-trip", "qdq-to-integer"] and len(set(names)) == len(names)
     passes = graphopt_relax_passes("x86")
-    assert [p.info.name for p in passes] == [FOLD]
+    assert [p.info.name for p in passes] == [FOLD, "graphopt.QDQToInteger"]
 
 
 # --- through graphopt's build -----------------------------------------------------------

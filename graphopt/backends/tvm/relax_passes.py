@@ -28,6 +28,11 @@ Passes:
   returns ``n`` exactly, ``n + z = q`` lies in q's range and the clip and cast are identities.
   The float intermediate is removed, not changed: no NaN, inf or signed zero
   reaches the result either way.
+
+- ``qdq-to-integer`` (``relax_integer.py``): dequantize -> conv2d / matmul
+  (-> bias, relu/clip -> quantize) as int8/uint8 conv2d / matmul with int32
+  accumulation and float32 requantisation; within one quantisation step of
+  the float reference and of onnxruntime's QLinearConv / QLinearMatMul.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from tvm import relax
 from tvm.relax.dpl import PatternMatchingRewriter, is_const, is_op, wildcard
 from tvm.target import Target
 
+from .relax_integer import qdq_to_integer
 from .targets import TargetSpec, resolve_target
 
 __all__ = ["GRAPHOPT_RELAX_PASSES", "RelaxPass", "fold_qdq_round_trip", "graphopt_relax_passes"]
@@ -130,6 +136,11 @@ GRAPHOPT_RELAX_PASSES: tuple[RelaxPass, ...] = (
         "fold-qdq-round-trip",
         "quantize(dequantize(q, s, z), s, z) => q, exactly",
         lambda _target: fold_qdq_round_trip(),
+    ),
+    RelaxPass(
+        "qdq-to-integer",
+        "dequantize -> conv2d / matmul (-> quantize) => int8 inputs, int32 accumulation, requantisation",
+        lambda _target: qdq_to_integer(),
     ),
 )
 
