@@ -71,24 +71,30 @@ def flat_keys(coords: np.ndarray, axes: tuple[int, ...], shape: tuple[int, ...])
 
 @dataclass(frozen=True)
 class Member:
-    """One port's view of a shared dimension: g = (offset + step * c) // block."""
+    """One port's view of a shared dimension: g = (offset + step * c) // block, taken mod `modulo` when set."""
 
     port: Port
     axis: int | None
     offset: int = 0
     step: int = 1
     block: int = 1
+    modulo: int = 0  # the index inside a conv group: every group's k-th channel shares g = k
 
 
 AxisClass = tuple[Member, ...]
 
 
 def _to_global(m: Member, c: np.ndarray) -> np.ndarray:
-    return (m.offset + m.step * c) // m.block
+    g = (m.offset + m.step * c) // m.block
+    return g % m.modulo if m.modulo else g
 
 
 def _from_global(m: Member, g: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(row index into g, coordinate) pairs: every port coordinate whose global coordinate is g[row]."""
+    if m.modulo:
+        copies = np.arange(size // m.modulo, dtype=np.int64) * m.modulo
+        rows = np.repeat(np.arange(g.size), copies.size)
+        return rows, (g[:, None] + copies[None, :]).reshape(-1)
     if m.block > 1:
         span = np.arange(m.block, dtype=np.int64)
         rows = np.repeat(np.arange(g.size), m.block)

@@ -69,16 +69,25 @@ def _quant(ins, outs, attrs) -> NodeRule:
     return rule
 
 
-def _conv(ins, outs, attrs) -> NodeRule:
+def _conv(ins, outs, attrs, uniform: bool = False) -> NodeRule:
+    """groups == 1: out channels with weight rows, in channels with weight columns.
+
+    Grouped, by default: whole groups go together and the group count shrinks
+    (depthwise: channel by channel). `uniform`: every group keeps the same
+    channel indices and the group count stays (what a channel shuffle needs).
+    """
     x, w = ins[0], ins[1]
     groups = attrs["groups"]
     rule = NodeRule([(_m(IN(0), 0), _m(OUT0, 0))])
     bias = [_m(IN(2), 0)] if len(ins) > 2 else []
+    cin, cout = x[1] // groups, w[0] // groups
     if groups == 1:
         rule.classes.append((_m(OUT0, 1), _m(IN(1), 0), *bias))
         rule.classes.append((_m(IN(0), 1), _m(IN(1), 1)))
-    else:  # whole groups go together, and the group count shrinks with them
-        cin, cout = x[1] // groups, w[0] // groups
+    elif uniform and cin > 1:
+        rule.classes.append(tuple(_m(m.port, m.axis, modulo=cout) for m in (_m(OUT0, 1), _m(IN(1), 0), *bias)))
+        rule.classes.append((_m(IN(0), 1, modulo=cin), _m(IN(1), 1)))
+    else:
         blocked = [_m(IN(0), 1, block=cin), _m(OUT0, 1, block=cout), _m(IN(1), 0, block=cout)]
         if bias:
             blocked.append(_m(IN(2), 0, block=cout))
@@ -267,8 +276,11 @@ RULES: dict[str, Callable[[list[Shape], list[Shape], dict], NodeRule]] = {
 }
 
 
-def node_rule(graph: "Graph", node: "Node") -> NodeRule:
-    """The coupling rule of `node`; an op without one refuses every axis."""
+def node_rule(graph: "Graph", node: "Node", *, uniform_groups: bool = False) -> NodeRule:
+    """The coupling rule of `node`; an op without one refuses every axis.
+
+    uniform_groups: a grouped conv keeps its group count (see `_conv`).
+    """
     if node.op == OPAQUE:
         what = node.attrs.get("op_type") or node.attrs.get("target")
         return NodeRule(refuse_all=f"opaque node '{node.name}' ({what})")
@@ -282,4 +294,6 @@ def node_rule(graph: "Graph", node: "Node") -> NodeRule:
         rule = _elementwise
     if rule is None:
         return NodeRule(refuse_all=f"node '{node.name}': no pruning rule for op '{node.op}'")
+    if node.op == "conv":
+        return _conv(ins, outs, dict(node.attrs), uniform=uniform_groups)
     return rule(ins, outs, dict(node.attrs))

@@ -141,8 +141,9 @@ class _Slot:
 
 
 class _Analysis:
-    def __init__(self, graph: "Graph"):
+    def __init__(self, graph: "Graph", uniform: frozenset[str] = frozenset()):
         self.graph = graph
+        self.uniform = uniform  # grouped convs that keep their group count
         self.uf = _UnionFind()
         self.seed_of: list[str] = []
         self.slots: dict[str, list[_Slot]] = {}
@@ -185,7 +186,7 @@ class _Analysis:
     def _rule(self, node: "Node") -> NodeRule:
         rule = self.rules.get(node.name)
         if rule is None:
-            rule = self.rules[node.name] = node_rule(self.graph, node)
+            rule = self.rules[node.name] = node_rule(self.graph, node, uniform_groups=node.name in self.uniform)
         return rule
 
     def _arrive(self, value: str, flow: Flow) -> None:
@@ -258,14 +259,19 @@ class _Analysis:
                 self._arrive(target, moved)
 
     # ---- factoring -----------------------------------------------------------------
+    def roots(self) -> np.ndarray:
+        """The merged unit of every base unit."""
+        return np.array([self.uf.find(u) for u in range(len(self.uf.parent))], dtype=np.int64)
+
     def factor(self) -> dict[tuple[str, tuple[int, ...]], int | None]:
         """Merge units until every slot factors; the unit axis of each slot (None: cannot factor)."""
+        flows = [(slot, slot.flow()) for ss in self.slots.values() for slot in ss]
         while True:
             merged = False
+            root_of = self.roots()
             axes_of: dict[tuple[str, tuple[int, ...]], int | None] = {}
-            for slot in (s for ss in self.slots.values() for s in ss):
-                flow = slot.flow()
-                roots = np.array([self.uf.find(u) for u in flow.units.tolist()], dtype=np.int64)
+            for slot, flow in flows:
+                roots = root_of[flow.units]
                 axis = _unit_axis(slot, flow, roots)
                 if axis is None:
                     merged |= self._coarsen(slot, flow, roots)
@@ -299,21 +305,15 @@ class _Analysis:
 
 def _unit_axis(slot: _Slot, flow: Flow, roots: np.ndarray) -> int | None:
     """The axis whose coordinates the units own, every other axis whole; None if there is none."""
-    units = np.unique(roots)
+    _, unit = np.unique(roots, return_inverse=True)
+    rows = np.bincount(unit)
     for j, a in enumerate(slot.axes):
+        size = slot.shape[a]
         span = int(np.prod([slot.shape[b] for b in slot.axes if b != a], dtype=np.int64))
-        owned = {}
-        ok = True
-        for u in units.tolist():
-            coords = np.unique(flow.coords[roots == u, j])
-            if int((roots == u).sum()) != coords.size * span:
-                ok = False
-                break
-            owned[u] = coords
-        if ok:
-            all_coords = np.concatenate(list(owned.values()))
-            if np.unique(all_coords).size == all_coords.size:
-                return a
+        pairs = np.unique(unit * size + flow.coords[:, j])  # distinct (unit, coordinate)
+        owned = np.bincount(pairs // size, minlength=rows.size)
+        if np.array_equal(rows, owned * span) and np.unique(pairs % size).size == pairs.size:
+            return a
     return None
 
 
@@ -323,55 +323,76 @@ def dependency_groups(graph: "Graph") -> tuple[Group, ...]:
 
 
 def _groups(graph: "Graph") -> tuple[Group, ...]:
-    an = _Analysis(graph)
+    """Groups with grouped convs pruned by whole groups; where that leaves one unit, by uniform channels."""
+    groups = _analyse(graph, frozenset())
+    grouped = {n.name for n in graph.nodes if n.op == "conv" and n.attrs["groups"] > 1}
+    stuck = frozenset(
+        n for g in groups if g.units == 1 for m in g.params() for n in grouped if graph.node(n).inputs[1] == m.value
+    )
+    if stuck:
+        retry = _analyse(graph, stuck)
+        if _prunable_units(retry) > _prunable_units(groups):
+            return retry
+    return groups
+
+
+def _prunable_units(groups: tuple[Group, ...]) -> int:
+    return sum(g.units for g in groups if g.prunable)
+
+
+def _analyse(graph: "Graph", uniform: frozenset[str]) -> tuple[Group, ...]:
+    an = _Analysis(graph, uniform)
     an.run()
     unit_axes = an.factor()
-    find = an.uf.find
+    root_of = an.roots()
     g = nx.Graph()
     for u, seed in enumerate(an.seed_of):
-        g.add_edge(("source", seed), ("unit", find(u)))
-    refused_roots: dict[int, str] = {}
+        g.add_edge(("source", seed), ("unit", int(root_of[u])))
+    refused: dict[int, str] = {}
     for u, reason in an.refused.items():
-        refused_roots.setdefault(find(u), reason)
+        refused.setdefault(int(root_of[u]), reason)
     order = {n.name: i for i, n in enumerate(graph.nodes)}
-    comps = sorted(
-        (c for c in nx.connected_components(g)),
-        key=lambda c: min(order[n[1]] for n in c if n[0] == "source"),
-    )
-    groups = []
+    comps = sorted(nx.connected_components(g), key=lambda c: min(order[n[1]] for n in c if n[0] == "source"))
+    group_of = np.full(len(root_of), -1, dtype=np.int64)  # root -> group
+    local = np.full(len(root_of), -1, dtype=np.int64)  # root -> unit index in its group
+    parts = []
     for index, comp in enumerate(comps):
         sources = tuple(sorted((n[1] for n in comp if n[0] == "source"), key=order.__getitem__))
         roots = sorted(n[1] for n in comp if n[0] == "unit")
-        groups.append(_group(an, graph, index, sources, roots, unit_axes, refused_roots))
+        group_of[roots], local[roots] = index, np.arange(len(roots))
+        reason = next((refused[r] for r in roots if r in refused), None)
+        parts.append([sources, len(roots), [], reason])
+    for slot in (s for ss in an.slots.values() for s in ss):
+        _add_members(an, graph, slot, root_of, group_of, local, unit_axes, parts)
+    groups = []
+    for index, (sources, units, members, reason) in enumerate(parts):
+        if reason is None and units < 2:
+            reason = "a single unit: nothing to choose"
+        members.sort(key=lambda m: (not m.is_param, m.value))
+        groups.append(Group(index, sources, _kind(graph, members), units, tuple(members), reason))
     return tuple(groups)
 
 
-def _group(an: _Analysis, graph, index, sources, roots, unit_axes, refused_roots) -> Group:
-    members, reason = [], None
-    for slot in (s for ss in an.slots.values() for s in ss):
-        flow = slot.flow()
-        slot_roots = np.array([an.uf.find(u) for u in flow.units.tolist()], dtype=np.int64)
-        mine = np.isin(slot_roots, roots)
-        if not mine.any():
-            continue
-        axis = unit_axes[(slot.value, slot.axes)]
+def _add_members(an: _Analysis, graph, slot: _Slot, root_of, group_of, local, unit_axes, parts) -> None:
+    """Record `slot` as a member of every group with units on it (or why those groups cannot be pruned)."""
+    flow = slot.flow()
+    roots = root_of[flow.units]
+    axis = unit_axes[(slot.value, slot.axes)]
+    for gi in np.unique(group_of[roots]).tolist():
+        part = parts[gi]
         if axis is None:
-            reason = reason or f"the positions on '{slot.value}' do not factor into one prunable axis"
+            part[3] = part[3] or f"the positions on '{slot.value}' do not factor into one prunable axis"
             continue
         if (slot.value, axis) in an.frozen:
             node = an.frozen[(slot.value, axis)]
-            reason = reason or f"node '{node}' reads fixed positions of '{slot.value}' along axis {axis}"
-        j = slot.axes.index(axis)
-        positions = tuple(np.unique(flow.coords[mine & (slot_roots == r), j]) for r in roots)
-        members.append(GroupMember(slot.value, axis, slot.shape[axis], graph.is_param(slot.value), positions))
-    for r in roots:
-        if r in refused_roots:
-            reason = refused_roots[r]
-            break
-    if reason is None and len(roots) < 2:
-        reason = "a single unit: nothing to choose"
-    members.sort(key=lambda m: (not m.is_param, m.value))
-    return Group(index, sources, _kind(graph, members), len(roots), tuple(members), reason)
+            part[3] = part[3] or f"node '{node}' reads fixed positions of '{slot.value}' along axis {axis}"
+        rows = group_of[roots] == gi
+        unit = local[roots[rows]]
+        coords = flow.coords[rows, slot.axes.index(axis)]
+        pairs = np.unique(unit * slot.shape[axis] + coords)
+        bounds = np.searchsorted(pairs // slot.shape[axis], np.arange(part[1] + 1))
+        positions = tuple(pairs[bounds[k] : bounds[k + 1]] % slot.shape[axis] for k in range(part[1]))
+        part[2].append(GroupMember(slot.value, axis, slot.shape[axis], graph.is_param(slot.value), positions))
 
 
 def _kind(graph: "Graph", members: list[GroupMember]) -> str:

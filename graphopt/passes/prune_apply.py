@@ -80,7 +80,7 @@ def _resize_attrs(graph: "Graph", node: "Node", old: Mapping, new: Mapping) -> N
         k = len(node.attrs["normalized_shape"])
         graph.set_attrs(node, normalized_shape=list(x_new[len(x_new) - k :]))
     elif node.op == "conv" and node.attrs["groups"] > 1 and x_old[1] != x_new[1]:
-        per_group = x_old[1] // node.attrs["groups"]
+        per_group = _shape(graph, node.inputs[1], new)[1]  # whole groups removed, or each group narrowed
         graph.set_attrs(node, groups=x_new[1] // per_group)
 
 
