@@ -3,6 +3,8 @@ onnxruntime's QDQ execution (QLinearConv / QLinearMatMul where it fuses) within 
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -209,6 +211,33 @@ def test_integer_program_matches_onnxruntime_and_reference(case, compiled, tmp_p
 
 @pytest.mark.parametrize("target", ["arm", "cuda"])
 def test_integer_program_builds_for(case, target):
-    mod = lower_to_relax(case[0])
-    exe = build(mod, target)
-    assert exe is not None
+    exe = build(lower_to_relax(case[0]), target)  # every kernel scheduled (GPU), compiled
+    assert isinstance(exe, relax.VMExecutable)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tvm.cuda(0).exist, reason="no CUDA device")
+def test_integer_program_runs_on_cuda(case, compiled):
+    g, steps, inputs = case
+    for name, a, b in zip(steps, compile_graph(g, "cuda")(*inputs), compiled(*inputs)):
+        assert within_one_step(a, b, steps[name]) <= (1 if steps[name] else 1e-4), name
+
+
+@pytest.mark.slow
+def test_integer_conv_runs_on_emulated_aarch64():
+    from graphopt.backends.tvm.emulator import emulated_aarch64_server, emulator_available
+
+    if not emulator_available() or shutil.which("aarch64-linux-gnu-g++") is None:
+        pytest.skip("emulated aarch64 server or cross compiler not set up")
+    b = Builder("arm_qconv")
+    x = b.g.add_input("x", TensorType((1, 4, 7, 7)))
+    w = b.weight((6, 4, 3, 3), per_channel=True)
+    y = b.node("conv", [b.qdq(x, 0.03, 131, "uint8"), w, b.int32_bias(0.03, w)], **conv_attrs(pads=(1, 0, 2, 1)))
+    b.g.set_outputs([b.quantize(y, 0.08, 118, "uint8")])
+    xi = np.random.default_rng(1).uniform(-5, 5, (1, 4, 7, 7)).astype("float32")
+    model = compile_graph(b.g, "arm")
+    with emulated_aarch64_server() as emu:
+        got = model.run_remote(emu.connect(), xi)
+    want = b.g.run([xi])[0]
+    assert got.dtype == want.dtype == np.uint8
+    assert np.max(np.abs(got.astype(np.int64) - want.astype(np.int64))) <= 1
