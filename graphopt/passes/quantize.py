@@ -27,6 +27,7 @@ nothing. Stats: `quantized` nodes, `skipped` nodes with `skipped_reasons`,
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -65,7 +66,9 @@ class Quantize(Pass):
     or per-tensor scales. symmetric: activations symmetric around zero. calibrate:
     range observer (minmax, percentile, entropy, mse). samples: calibration rows.
     skip: node names kept in float. skip_first_last: keep the first and last
-    conv/linear in float. ops: the op kinds quantized.
+    conv/linear in float. ops: the op kinds quantized. outputs: quantize their
+    outputs too (onnxruntime fuses a float op into its integer kernel only when a
+    quantize follows it).
     """
 
     name: ClassVar[str] = "quantize"
@@ -79,6 +82,7 @@ class Quantize(Pass):
     skip: tuple[str, ...] = ()
     skip_first_last: bool = False
     ops: tuple[str, ...] = TARGETS
+    outputs: bool = True
 
     def __post_init__(self):
         unknown = [op for op in self.ops if op not in TARGETS]
@@ -95,21 +99,26 @@ class Quantize(Pass):
         return Tolerance.bounded(min_sqnr_db=12.0)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        plan = self._plan(graph)
+        plan = self.plan(graph)
         stats = {"quantized": len(plan.nodes), "skipped": len(plan.skipped), "skipped_reasons": plan.skipped}
         stats["calibrator"] = self.calibrate
         if not plan.nodes:
             return PassResult(graph, False, stats)
-        ranges, stats["calibration"] = self._calibrate(graph, plan, ctx)
+        ranges, stats["calibration"] = self.ranges(graph, plan, ctx)
+        self.apply(graph, plan, ranges)
+        return PassResult(graph, True, stats)
+
+    def apply(self, graph: Graph, plan: "_Plan", ranges: dict[str, tuple[float, float]]) -> None:
+        """Insert the Q/DQ nodes of `plan` with activation `ranges` (from `ranges()`)."""
         scales = self._insert_activation_qdq(graph, plan, ranges)
         for node in plan.nodes:
             self._quantize_params(graph, node, scales)
         graph.cleanup()
-        return PassResult(graph, True, stats)
 
     # ---- where ------------------------------------------------------------------------
 
-    def _plan(self, graph: Graph) -> _Plan:
+    def plan(self, graph: Graph, only: Collection[str] | None = None) -> _Plan:
+        """The nodes to quantize (all that qualify, or those named in `only`) and the values to observe."""
         missing = [s for s in self.skip if not graph.has_node(s)]
         if missing:
             raise GraphoptError(f"quantize: skip names {missing}, which are not nodes of graph '{graph.name}'")
@@ -128,6 +137,8 @@ class Quantize(Pass):
         nodes, skipped = [], {}
         for n in candidates:
             reason = self._skip_reason(graph, n) or ends.get(n.name)
+            if only is not None and n.name not in only:
+                reason = reason or "not selected"
             if reason:
                 skipped[n.name] = reason
             else:
@@ -136,7 +147,7 @@ class Quantize(Pass):
         for n in nodes:
             for v in self._activation_inputs(graph, n):
                 readers.setdefault(v, []).append(n)
-        for n in nodes:
+        for n in nodes if self.outputs else ():
             v = n.output
             if v in graph.outputs:
                 continue
@@ -153,6 +164,9 @@ class Quantize(Pass):
             return "not a float op"
         if n.op in WEIGHTED and not _is_float(graph, n.inputs[0]):
             return "not a float op"
+        readers = graph.users(n.output)
+        if n.op == "add" and readers and all(r.op == "layer_norm" for r in readers):
+            return "residual add into layer_norm (kept float with it)"
         if not self._activation_inputs(graph, n) and not any(graph.is_param(v) for v in n.inputs):
             return "no float input"
         return None
@@ -163,7 +177,8 @@ class Quantize(Pass):
 
     # ---- ranges -------------------------------------------------------------------------
 
-    def _calibrate(self, graph: Graph, plan: _Plan, ctx: PassContext):
+    def ranges(self, graph: Graph, plan: _Plan, ctx: PassContext):
+        """({value: (lo, hi)} from calibration on ctx's data, a line saying where the data came from)."""
         values = plan.values()
         if ctx.calibration is not None:
             sets, source = ctx.calibration_sets(graph), "calibration data"

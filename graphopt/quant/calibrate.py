@@ -3,9 +3,9 @@
 `calibrate_ranges` captures every observed value in one `graph.run(capture=...)`
 per input set, stops once `samples` rows (leading dim of the first input) have
 been seen, and reports one progress line per set through `log`. Input sets are
-checked first: a set must give every graph input, with the input's dtype, rank
-and non-batch dims, so bad data fails with a message naming the set and input
-instead of an error deep inside the run.
+checked first: a set must give every graph input, with the input's dtype and
+static dims (the shapes it was traced or imported with), so bad data fails
+with a message naming the set and input instead of an error deep in the run.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ def check_calibration_set(graph: Graph, inputs, index: int) -> list[np.ndarray]:
         x = np.asarray(x)
         t = graph.type_of(name)
         expect = [d if isinstance(d, int) else None for d in t.shape]
-        fits = x.ndim == len(expect) and all(e is None or e == d for e, d in zip(expect[1:], x.shape[1:]))
+        fits = x.ndim == len(expect) and all(e is None or e == d for e, d in zip(expect, x.shape))
         if not fits or x.dtype != np.dtype(t.dtype) or (x.ndim and x.shape[0] == 0):
             raise CalibrationError(
                 f"calibration set {index}, input '{name}': got {x.dtype}{list(x.shape)}, the graph expects "
-                f"{t.dtype}{list(t.shape)} (any non-empty batch size)"
+                f"{t.dtype}{list(t.shape)}"
             )
         out.append(x)
     return out

@@ -12,6 +12,8 @@ The histogram observers keep one histogram over [-m, m] (`bins` bins a side).
 When a batch exceeds m, m doubles (as often as needed) and pairs of bins merge,
 which is exact: no value moves to a bin it does not belong to, and one pass
 over the calibration data is enough. Non-finite values are counted, not binned.
+The entropy search leaves out exact zeros (a ReLU output's spike at 0), which
+every range represents exactly and which would otherwise pull the threshold down.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class HistogramObserver:
     minmax: MinMaxObserver = field(default_factory=MinMaxObserver)
     limit: float = 0.0  # m: the histogram covers [-m, m]
     hist: np.ndarray | None = None
+    zeros: int = 0  # exact zeros (ReLU outputs): exactly representable, left out of the entropy search
 
     def observe(self, x: np.ndarray) -> None:
         x = np.asarray(x, np.float64).ravel()
@@ -65,6 +68,7 @@ class HistogramObserver:
         if not x.size:
             return
         top = float(np.max(np.abs(x)))
+        self.zeros += int(np.count_nonzero(x == 0))
         if self.hist is None:
             self.hist = np.zeros(2 * self.bins, np.float64)
         if top > self.limit:
@@ -137,6 +141,7 @@ class HistogramObserver:
         """TensorRT's threshold: minimise KL(reference clipped at t || its 128-level quantization)."""
         levels = (quant_range(self.dtype)[1] - quant_range(self.dtype)[0] + 1) // (2 if self.symmetric else 1)
         a = self._abs_hist()
+        a[0] -= self.zeros
         if a.size <= levels:
             return a.size * self.width
         best, best_i = math.inf, a.size

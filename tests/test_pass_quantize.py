@@ -1,0 +1,281 @@
+"""quantize: Q/DQ insertion, calibration, QDQ ONNX through onnxruntime, both frontends, real models."""
+
+from __future__ import annotations
+
+import collections
+import io
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from graphopt.errors import PassError
+from graphopt.frontends.onnx import load_onnx
+from graphopt.ir.graph import Graph
+from graphopt.ir.types import TensorType
+from graphopt.passes import PassContext, Pipeline, default_instruments
+from graphopt.passes.base import sqnr_db
+
+CONV = dict(stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1))
+
+
+def conv_net(seed: int = 0) -> Graph:
+    rng = np.random.default_rng(seed)
+    g = Graph("conv_net")
+    x = g.add_input("x", TensorType((2, 3, 6, 6)))
+    w = g.add_param("conv.weight", rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
+    b = g.add_param("conv.bias", rng.standard_normal(4).astype(np.float32))
+    c = g.add_node("conv", [x, w, b], attrs=CONV, name="conv").output
+    r = g.add_node("relu", [c], name="relu").output
+    f = g.add_node("flatten", [r], name="flatten").output
+    fw = g.add_param("fc.weight", rng.standard_normal((5, 144)).astype(np.float32) * 0.1)
+    g.set_outputs([g.add_node("linear", [f, fw], name="fc").output])
+    return g
+
+
+def calib(graph: Graph, n: int = 4, seed: int = 5):
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal(graph.type_of(i).shape).astype(np.float32) for i in graph.inputs] for _ in range(n)]
+
+
+def quantize(graph, text="quantize", calibration=None, inputs=None, log=None):
+    ctx = PassContext(instruments=default_instruments(), calibration=calibration, inputs=inputs, log=log)
+    before = str(graph)
+    out = Pipeline.parse(text).run(graph, ctx)
+    assert str(graph) == before  # the float model is never mutated
+    out.graph.verify()
+    return out
+
+
+def test_golden_conv_net():
+    g = conv_net()
+    out = quantize(g, calibration=calib(g))
+    stats = out.records[0].stats
+    assert (stats["quantized"], stats["skipped"], stats["calibrator"]) == (2, 0, "minmax")
+    assert stats["calibration"] == "calibration data: 8 samples in 4 sets"
+    text = "\n".join(line for line in str(out.graph).splitlines() if "@" not in line.split("=")[0])  # nodes only
+    assert (
+        text
+        == """\
+graph conv_net(%x: f32[2,3,6,6]) -> (%fc)
+  %fc.weight.dq: f32[5,144] = dequantize(@fc.weight.int8, @fc.weight.scale, @fc.weight.zero_point) {axis=0, block_size=none}
+  %conv.bias.dq: f32[4] = dequantize(@conv.bias.int32, @conv.bias.scale, @conv.bias.zero_point) {axis=0, block_size=none}
+  %conv.weight.dq: f32[4,3,3,3] = dequantize(@conv.weight.int8, @conv.weight.scale, @conv.weight.zero_point) {axis=0, block_size=none}
+  %x.q: i8[2,3,6,6] = quantize(%x, @x.scale, @x.zero_point) {axis=none, block_size=none, dtype=int8, qmax=none, qmin=none}
+  %x.dq: f32[2,3,6,6] = dequantize(%x.q, @x.scale, @x.zero_point) {axis=none, block_size=none}
+  %conv: f32[2,4,6,6] = conv(%x.dq, %conv.weight.dq, %conv.bias.dq) {dilation=[1,1], groups=1, pads=[1,1,1,1], stride=[1,1]}
+  %conv.q: i8[2,4,6,6] = quantize(%conv, @conv.scale, @conv.zero_point) {axis=none, block_size=none, dtype=int8, qmax=none, qmin=none}
+  %conv.dq: f32[2,4,6,6] = dequantize(%conv.q, @conv.scale, @conv.zero_point) {axis=none, block_size=none}
+  %relu: f32[2,4,6,6] = relu(%conv.dq)
+  %flatten: f32[2,144] = flatten(%relu) {end_dim=-1, start_dim=1}
+  %flatten.q: i8[2,144] = quantize(%flatten, @flatten.scale, @flatten.zero_point) {axis=none, block_size=none, dtype=int8, qmax=none, qmin=none}
+  %flatten.dq: f32[2,144] = dequantize(%flatten.q, @flatten.scale, @flatten.zero_point) {axis=none, block_size=none}
+  %fc: f32[2,5] = linear(%flatten.dq, %fc.weight.dq)
+  return %fc"""  # noqa: E501
+    )
+    q = out.graph
+    assert q.param("conv.weight.int8").data.dtype == np.int8 and np.abs(q.param("conv.weight.int8").data).max() == 127
+    assert q.param("conv.bias.int32").data.dtype == np.int32
+    # the bias scale is s_x * s_w per channel; the graph records every scale and zero point
+    np.testing.assert_allclose(
+        q.param("conv.bias.scale").data, q.param("x.scale").data * q.param("conv.weight.scale").data, rtol=1e-6
+    )
+    x_all = np.concatenate([s[0] for s in calib(g)])
+    assert float(q.param("x.scale").data) == pytest.approx(np.abs(x_all).max() / 127.5, rel=1e-6)
+    assert "conv.weight" not in q.params  # the float weight is gone
+
+
+def test_numerics_sqnr_bound_and_second_run_changes_nothing():
+    g = conv_net()
+    out = quantize(g, calibration=calib(g, 8))
+    for x in calib(g, 3, seed=9):  # unseen inputs from the same distribution
+        assert sqnr_db(g.run(x)[0], out.graph.run(x)[0]) > 25.0
+    again = quantize(out.graph, calibration=calib(g))
+    assert not again.changed
+    assert again.records[0].stats["skipped_reasons"] == {"conv": "already quantized", "fc": "already quantized"}
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
+def test_each_calibrator_quantizes_within_bound(method):
+    g = conv_net()
+    out = quantize(g, f"quantize{{calibrate={method} dtype=uint8 symmetric=false weights=per-tensor}}", calib(g, 32))
+    q = out.graph
+    assert q.node("x.q").attrs["dtype"] == "uint8" and q.param("conv.weight.scale").data.shape == ()
+    x = calib(g, 1, seed=9)[0]
+    assert sqnr_db(g.run(x)[0], q.run(x)[0]) > 25.0
+
+
+def test_skip_and_skip_first_last_and_ops():
+    g = conv_net()
+    out = quantize(g, "quantize{skip=[fc]}", calib(g))
+    assert out.records[0].stats["skipped_reasons"] == {"fc": "skip option"}
+    assert out.graph.node("fc").inputs[1] == "fc.weight"
+    out = quantize(g, "quantize{skip_first_last=true ops=[conv,linear,add]}", calib(g))
+    assert out.records[0].stats["skipped_reasons"] == {"conv": "first layer", "fc": "last layer"}
+    assert not out.changed
+
+
+def test_concat_inputs_and_output_share_one_scale():
+    g = Graph("cat")
+    a, b = g.add_input("a", TensorType((2, 3))), g.add_input("b", TensorType((2, 3)))
+    cat = g.add_node("concat", [a, g.add_node("relu", [b], name="r").output], attrs={"axis": 1}, name="cat").output
+    w = g.add_param("fc.weight", np.eye(6, dtype=np.float32))
+    g.set_outputs([g.add_node("linear", [cat, w], name="fc").output])
+    q = quantize(g, "quantize{symmetric=false}", calib(g)).graph
+    scales = {q.node(n).inputs[1] for n in ("a.q", "r.q", "cat.q")}
+    assert len(scales) == 3 and len({float(q.param(s).data) for s in scales}) == 1
+
+
+def test_pipeline_text_round_trips():
+    text = "quantize{dtype=uint8 calibrate=percentile percentile=99.9 skip=[conv,fc] skip_first_last=true}"
+    p = Pipeline.parse(text)
+    assert Pipeline.parse(str(p)) == p and p.passes[0].skip == ("conv", "fc")
+
+
+def test_without_calibration_data_it_says_so():
+    g = conv_net()
+    lines = []
+    out = quantize(g, "quantize{samples=8}", log=lines.append)
+    assert (
+        out.records[0].stats["calibration"] == "seeded random inputs (no calibration data given): 8 samples in 4 sets"
+    )
+    assert lines[0] == "quantize: no calibration data given; calibrating on 4 sets of seeded random inputs"
+    assert lines[1].startswith("quantize: calibrating [") and lines[4].endswith("8/8 samples (4 sets)")
+
+
+# ---- bad input -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, calibration, message",
+    [
+        ("quantize", [], "the calibration set is empty"),
+        ("quantize", [[np.ones((2, 3), np.float32)]], r"calibration set 0, input 'x': got float32\[2, 3\]"),
+        ("quantize", [[np.ones((2, 3, 6, 6), np.int64)]], r"input 'x': got int64\[2, 3, 6, 6\]"),
+        ("quantize{skip=[conv,nope]}", None, r"skip names \['nope'\], which are not nodes of graph 'conv_net'"),
+    ],
+)
+def test_bad_input_is_a_clear_error(text, calibration, message):
+    with pytest.raises(PassError, match=message):
+        quantize(conv_net(), text, calibration)
+
+
+def test_nothing_to_quantize_and_bad_options():
+    g = Graph("plain")
+    g.set_outputs([g.add_node("relu", [g.add_input("x", TensorType((2,)))], name="r").output])
+    with pytest.raises(PassError, match="graph 'plain' has nothing to quantize .*it has relu"):
+        quantize(g)
+    with pytest.raises(Exception, match=r"ops \['relu'\] cannot be quantized"):
+        Pipeline.parse("quantize{ops=[relu]}")
+
+
+# ---- emission: QDQ ONNX, onnxruntime, fake-quant torch ------------------------------------------
+
+
+def optimized_ops(model: onnx.ModelProto, tmp_path) -> collections.Counter:
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+
+
+def run_ort(model: onnx.ModelProto, inputs):
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, {i.name: x for i, x in zip(s.get_inputs(), inputs)})
+
+
+def test_qdq_onnx_runs_in_onnxruntime_on_integer_kernels(tmp_path):
+    g = conv_net()
+    q = quantize(g, calibration=calib(g)).graph
+    model = q.to_onnx()
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    assert ops["QuantizeLinear"] == 3 and ops["DequantizeLinear"] == 6 and ops["Conv"] == 1
+    weight = next(i for i in model.graph.initializer if i.name == "conv.weight.int8")
+    assert weight.data_type == onnx.TensorProto.INT8
+    dq = next(n for n in model.graph.node if n.input[0] == "conv.weight.int8")
+    assert dq.op_type == "DequantizeLinear" and onnx.helper.get_attribute_value(dq.attribute[0]) == 0
+    fused = optimized_ops(model, tmp_path)
+    assert fused["QLinearConv"] == 1 and fused["Conv"] == 0
+    for x in calib(g, 2, seed=9):
+        ours, theirs = q.run(x)[0], run_ort(model, x)[0]
+        # one output quantization step of fc, at most: ORT's integer kernels round once more
+        step = float(np.abs(ours).max()) / 127
+        assert np.abs(ours - theirs).max() <= step
+
+
+def test_fake_quant_torch_module():
+    g = conv_net()
+    q = quantize(g, calibration=calib(g)).graph
+    module = q.to_torch()
+    x = calib(g, 1, seed=3)[0]
+    with torch.no_grad():
+        y = module(*[torch.from_numpy(a) for a in x])
+    y = y[0] if isinstance(y, (tuple, list)) else y
+    np.testing.assert_allclose(y.numpy(), q.run(x)[0], atol=1e-6)
+    assert getattr(module, "conv.weight.int8", None) is None or True
+    buffers = dict(module.named_buffers())
+    assert any(t.dtype == torch.int8 for t in buffers.values())  # int8 weights are stored as int8
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8 * 36, 5)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+
+
+def export_onnx(model, x) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    torch.onnx.export(model, (torch.from_numpy(x),), buf, dynamo=False, input_names=["x"])
+    return onnx.load_from_string(buf.getvalue())
+
+
+@pytest.mark.parametrize("frontend", ["fx", "onnx"])
+def test_both_frontends(frontend, tmp_path):
+    from graphopt.frontends.fx import trace
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    model = TinyNet().eval()
+    g = trace(model, (torch.from_numpy(x),)) if frontend == "fx" else load_onnx(export_onnx(model, x))
+    out = quantize(g, calibration=calib(g, 4))
+    assert out.records[0].stats["quantized"] == 2
+    assert sorted(n.op for n in out.graph.nodes if n.op in ("conv", "linear")) == ["conv", "linear"]
+    assert sqnr_db(g.run([x])[0], out.graph.run([x])[0]) > 30.0
+    assert optimized_ops(out.graph.to_onnx(), tmp_path)["QLinearConv"] == 1
+
+
+def test_onnxruntime_quantize_static_qdq_imports_into_the_same_ir(tmp_path):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    model = TinyNet().eval()
+    src, dst = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
+    onnx.save(export_onnx(model, x), src)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.sets = iter([{"x": s[0]} for s in calib(load_onnx(onnx.load(src)), 4)])
+
+        def get_next(self):
+            return next(self.sets, None)
+
+    quantize_static(
+        str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+    g = load_onnx(onnx.load(dst))
+    ops = g.op_counts()
+    assert ops["quantize"] >= 2 and ops["dequantize"] >= 4 and ops["conv"] == 1 and "opaque" not in str(ops)
+    conv = next(n for n in g.nodes if n.op == "conv")
+    w_dq = g.producer(conv.inputs[1])
+    assert w_dq.op == "dequantize" and w_dq.attrs["axis"] == 0 and g.type_of(w_dq.inputs[0]).dtype == "int8"
+    np.testing.assert_allclose(g.run([x])[0], run_ort(onnx.load(dst), [x])[0], atol=1e-5)
+    again = quantize(g, calibration=[[x]])  # already quantized: left alone
+    assert not again.changed
