@@ -82,16 +82,16 @@ class FlattenLinear(nn.Module):
 
 
 class PermuteLinear(nn.Module):
-    """permute/transpose: the channel axis moves to the end, then a linear reads it."""
+    """permute/transpose: the channel axis moves to the end, a per-channel scale broadcasts there, a linear reads it."""
 
     def __init__(self):
         super().__init__()
         self.c = nn.Conv2d(3, 16, 1)
-        self.ln = nn.LayerNorm(16)
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 16))
         self.fc = nn.Linear(16, 10)
 
     def forward(self, x):
-        y = self.ln(self.c(x).permute(0, 2, 3, 1))  # NHWC
+        y = torch.relu(self.c(x).permute(0, 2, 3, 1)) * self.scale  # NHWC
         return self.fc(y.mean(dim=(1, 2)))
 
 

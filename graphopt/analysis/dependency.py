@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import networkx as nx
 import numpy as np
 
-from graphopt.analysis.dep_flow import Flow, flat_keys, map_flow, reshape_flow
+from graphopt.analysis.dep_flow import Flow, flat_keys, map_flow, reshape_flow, reshape_segments
 from graphopt.analysis.dep_rules import NodeRule, node_rule
 
 if TYPE_CHECKING:
@@ -151,6 +151,7 @@ class _Analysis:
         self.refused: dict[int, str] = {}  # base unit -> first reason
         self.frozen: dict[tuple[str, int], str] = {}  # (value, axis) -> node reading fixed positions
         self.queue: deque[tuple[str, Flow]] = deque()
+        self.coarsened: set[str] = set()  # values whose positions forced units to merge
         self.boundary = set(graph.inputs) | set(graph.outputs)
 
     # ---- propagation ---------------------------------------------------------------
@@ -273,8 +274,9 @@ class _Analysis:
             for slot, flow in flows:
                 roots = root_of[flow.units]
                 axis = _unit_axis(slot, flow, roots)
-                if axis is None:
-                    merged |= self._coarsen(slot, flow, roots)
+                if axis is None and self._coarsen(slot, flow, roots):
+                    merged = True
+                    self.coarsened.add(slot.value)
                 axes_of[(slot.value, slot.axes)] = axis
             if not merged:
                 return axes_of
@@ -367,10 +369,26 @@ def _analyse(graph: "Graph", uniform: frozenset[str]) -> tuple[Group, ...]:
     groups = []
     for index, (sources, units, members, reason) in enumerate(parts):
         if reason is None and units < 2:
-            reason = "a single unit: nothing to choose"
+            reason = _single_unit_reason(graph, members, an.coarsened)
         members.sort(key=lambda m: (not m.is_param, m.value))
         groups.append(Group(index, sources, _kind(graph, members), units, tuple(members), reason))
     return tuple(groups)
+
+
+def _single_unit_reason(graph: "Graph", members: list[GroupMember], coarsened: set[str]) -> str:
+    """Why a group has one unit: a reshape that mixes channels with another axis, or nothing to choose."""
+    for m in members:
+        node = graph.producer(m.value)
+        if m.value in coarsened or (node is not None and node.op in ("reshape", "flatten") and _mixes(graph, node)):
+            where = f"reshape '{node.name}'" if node is not None else f"'{m.value}'"
+            return f"{where} splits channels across axes (an ambiguous factorisation): all merged into one unit"
+    return "a single unit: nothing to choose"
+
+
+def _mixes(graph: "Graph", node: "Node") -> bool:
+    src, dst = (tuple(graph.type_of(v).shape) for v in (node.inputs[0], node.outputs[0]))
+    segments = reshape_segments(src, dst) or []
+    return any(len(a) > 1 and len(b) > 1 for a, b in segments)
 
 
 def _add_members(an: _Analysis, graph, slot: _Slot, root_of, group_of, local, unit_axes, parts) -> None:
