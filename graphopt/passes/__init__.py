@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 from graphopt.passes import (  # noqa: E402,F401  (registers)  # noqa: E402,F401  (registers)
+    convert_bf16,
+    convert_fp16,
     eliminate_dead_code,
     eliminate_identity,
     fold_bn,
