@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from graphopt.passes.registry import register_pass
-from graphopt.passes.structured_prune import StructuredPrune
+from graphopt.passes.structured_prune import OPTIONS_DOC, StructuredPrune
 
 
 @register_pass
 @dataclass(frozen=True)
 class PruneChannels(StructuredPrune):
-    """Remove `ratio` of the channels of each conv/linear group (or of all, ranked globally)."""
+    __doc__ = "Remove `ratio` of the channels of each conv/linear group (or of all, ranked globally).\n" + OPTIONS_DOC
 
     name: ClassVar[str] = "prune-channels"
     kinds: ClassVar[tuple[str, ...]] = ("channels", "ffn")

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from graphopt.passes.registry import register_pass
-from graphopt.passes.structured_prune import StructuredPrune
+from graphopt.passes.structured_prune import OPTIONS_DOC, StructuredPrune
 
 
 @register_pass
 @dataclass(frozen=True)
 class PruneFfn(StructuredPrune):
-    """Remove `ratio` of the hidden units of each feed-forward block."""
+    __doc__ = "Remove `ratio` of the hidden units of each feed-forward block.\n" + OPTIONS_DOC
 
     name: ClassVar[str] = "prune-ffn"
     kinds: ClassVar[tuple[str, ...]] = ("ffn",)

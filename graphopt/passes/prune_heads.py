@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from graphopt.passes.registry import register_pass
-from graphopt.passes.structured_prune import StructuredPrune
+from graphopt.passes.structured_prune import OPTIONS_DOC, StructuredPrune
 
 
 @register_pass
 @dataclass(frozen=True)
 class PruneHeads(StructuredPrune):
-    """Remove `ratio` of the attention heads of each attention block."""
+    __doc__ = "Remove `ratio` of the attention heads of each attention block.\n" + OPTIONS_DOC
 
     name: ClassVar[str] = "prune-heads"
     kinds: ClassVar[tuple[str, ...]] = ("heads",)

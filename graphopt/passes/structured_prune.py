@@ -28,6 +28,16 @@ if TYPE_CHECKING:
 
 Importance = Literal["l1", "l2", "bn-scale", "taylor", "random"]
 
+OPTIONS_DOC = """
+    Options: `ratio` of each group's units to remove, in [0, 1) (with
+    scope=global: of all units, ranked together after normalising each group's
+    scores by their mean); `importance` l1 | l2 | bn-scale | taylor (gradients
+    on `samples` calibration batches) | random; `round-to` keeps widths
+    multiples of it (8 or 16 for vector kernels); `ignore` names nodes whose
+    output channels stay or parameters never sliced. Groups left whole are
+    counted in the stats and logged with the reason.
+"""
+
 
 @dataclass(frozen=True)
 class StructuredPrune(Pass):

@@ -1,0 +1,7 @@
+"""`python -m graphopt` runs the `graphopt` command."""
+
+import sys
+
+from graphopt.cli import main
+
+sys.exit(main())
