@@ -63,14 +63,17 @@ def test_cpu_build_matches_torch(model):
 
 
 def test_default_rules_per_target():
-    assert default_rules("x86") == [] and default_rules("arm") == []
+    cpu = ["Conv2dNCHW", "DepthwiseConv2dNCHW", "Matmul", "Reduction", "Fallback"]
+    assert [type(r).__name__ for r in default_rules("x86")] == cpu
+    assert [type(r).__name__ for r in default_rules("arm")] == cpu
     names = [type(r).__name__ for r in default_rules("cuda-sm80")]
     assert names == ["Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback"]
 
 
-def test_cpu_schedule_stage_is_identity_for_now(model):
-    legal = legalize(model[0], "x86")
-    assert apply_default_schedules(legal, "x86") is legal
+def test_cpu_schedule_stage_schedules_every_kernel(model):
+    scheduled = apply_default_schedules(legalize(model[0], "x86"), "x86")
+    kernels = _kernels(scheduled)
+    assert kernels and all(f.attrs.get("tirx.is_scheduled", False) for f in kernels.values())
 
 
 def test_gpu_rules_bind_every_kernel_to_threads(model):

@@ -15,10 +15,12 @@
 
 Default rules: on GPU targets the dlight GPU rules (Matmul, GEMV,
 Reduction, GeneralReduction, Fallback), without which GPU kernels have no
-thread bindings and fail to build. On CPU targets there are none yet:
-graphopt's own CPU schedule rules (conv, depthwise, matmul, epilogues) plug
-in here. dlight's CPU rules (GEMV, Reduction) are left out: on an MLP at
-batch 1 and 8 they matched no matmul and gave no speed-up.
+thread bindings and fail to build. On CPU targets (the ``x86`` and ``arm``
+presets, any LLVM target) graphopt's own rules (``schedules``: conv2d,
+depthwise conv2d, matmul, reductions, a generic fallback), so an untuned
+build runs parallel, vectorized kernels. Weight repacking those rules ask
+for (blocks marked ``meta_schedule.layout_rewrite_preproc``) is split into
+its own kernels and folded on the constant weights at build time.
 
 A CUDA build works without a GPU. With no CUDA runtime (a CPU machine) TVM
 keeps the kernels as CUDA C source, which the CUDA runtime compiles when the
@@ -42,6 +44,7 @@ from tvm.target import Target
 from graphopt.errors import BackendError
 
 from .relax_passes import graphopt_relax_passes
+from .schedules import cpu_rules
 from .targets import TargetSpec, resolve_target, target_is_gpu
 
 __all__ = [
@@ -100,7 +103,7 @@ def default_rules(target: TargetSpec) -> list[dl.ScheduleRule]:
             dl.gpu.GeneralReduction(),
             dl.gpu.Fallback(),
         ]
-    return []  # CPU: graphopt's own rules go here
+    return list(cpu_rules(resolve_target(target)))
 
 
 def apply_default_schedules(
@@ -116,7 +119,20 @@ def apply_default_schedules(
     if not rules:
         return mod
     with target:
-        return dl.ApplyDefaultSchedule(*rules)(mod)
+        mod = dl.ApplyDefaultSchedule(*rules)(mod)
+        if not target_is_gpu(target):
+            mod = fold_weight_packing(mod)
+        return mod
+
+
+def fold_weight_packing(mod: IRModule) -> IRModule:
+    """Move weight-repacking blocks into their own kernels and run them at build time on constant weights."""
+    passes = [
+        relax.transform.SplitLayoutRewritePreproc(),
+        relax.transform.FoldConstant(),
+        relax.transform.DeadCodeElimination(),
+    ]
+    return tvm.transform.Sequential(passes)(mod)
 
 
 def _check_scheduled(mod: IRModule) -> None:

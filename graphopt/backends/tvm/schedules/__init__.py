@@ -1,0 +1,40 @@
+"""graphopt's CPU schedule rules, in the style of TVM's dlight.
+
+A rule recognises a TIR kernel pattern and applies a known-good schedule;
+``cpu_rules`` lists them in the order they are tried, the generic
+``Fallback`` last. A rule that fails part-way logs one line and the kernel
+goes to the next rule, so a build never fails for want of a schedule.
+
+======================= ==============================================
+rule                    kernels
+======================= ==============================================
+``Conv2dNCHW``          conv2d / grouped conv2d, NCHW, + epilogue
+``DepthwiseConv2dNCHW`` depthwise conv2d, NCHW, + epilogue
+``Matmul``              dense, matmul, batched matmul, + epilogue
+``Reduction``           softmax, layer norm, pooling, mean
+``Fallback``            everything else (elementwise, copies, ...)
+======================= ==============================================
+
+The conv2d rule repacks each weight into channel blocks with a block marked
+``meta_schedule.layout_rewrite_preproc``; ``schedule.build`` splits those
+blocks out and folds them on constant weights, so the packing costs build
+time, not run time.
+"""
+
+from __future__ import annotations
+
+from tvm.target import Target
+
+from .common import GraphoptCPURule
+from .conv2d import Conv2dNCHW
+from .depthwise import DepthwiseConv2dNCHW
+from .fallback import Fallback
+from .matmul import Matmul
+from .reduction import Reduction
+
+__all__ = ["Conv2dNCHW", "DepthwiseConv2dNCHW", "Fallback", "GraphoptCPURule", "Matmul", "Reduction", "cpu_rules"]
+
+
+def cpu_rules(target: Target | None = None) -> list[GraphoptCPURule]:  # noqa: ARG001  (same rules for x86 and arm)
+    """The CPU rules in the order they are tried (vector widths come from the target at apply time)."""
+    return [Conv2dNCHW(), DepthwiseConv2dNCHW(), Matmul(), Reduction(), Fallback()]
