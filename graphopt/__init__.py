@@ -25,6 +25,7 @@ _LAZY = {
     "PassContext": "graphopt.passes.context",
     "optimize": "graphopt.api",
     "load_compiled": "graphopt.api",
+    "load_compressed": "graphopt.storage",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from graphopt.ir.graph import Graph
     from graphopt.passes.context import PassContext
     from graphopt.passes.pipeline import Pipeline
+    from graphopt.storage import load_compressed
 
 
 def __getattr__(name: str) -> Any:

@@ -51,3 +51,7 @@ class BackendError(GraphoptError):
 
 class TrainError(GraphoptError):
     """Training could not run: bad data, loss, optimizer or options; names the batch, step or option at fault."""
+
+
+class StorageError(GraphoptError):
+    """A compressed model file cannot be written or read (truncated, tampered, newer format); names the problem."""

@@ -838,6 +838,12 @@ class Graph:
 
         return save_onnx(self, path, opset=opset)
 
+    def save_compressed(self, path: str | Path, *, entropy: bool = True) -> Path:
+        """Write a compressed model file (`graphopt.storage`): masks, encodings, Huffman-coded streams."""
+        from graphopt.storage import save_compressed
+
+        return save_compressed(self, path, entropy=entropy)
+
     def run(self, inputs, *, capture: Sequence[str] | None = None):
         """Execute on inputs (a sequence in `graph.inputs` order, or a name -> array dict).
 
