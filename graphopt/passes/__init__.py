@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 from graphopt.passes import (  # noqa: E402,F401  (registers)  # noqa: E402,F401  (registers)
+    binarize,
     convert_bf16,
     convert_fp16,
     eliminate_dead_code,
@@ -41,5 +42,9 @@ from graphopt.passes import (  # noqa: E402,F401  (registers)  # noqa: E402,F401
     prune_channels,
     prune_ffn,
     prune_heads,
+    prune_magnitude,
     quantize,
+    quantize_lut,
+    quantize_pow2,
+    share_weights,
 )
