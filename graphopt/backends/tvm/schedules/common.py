@@ -139,8 +139,25 @@ def inline_epilogue(sch: s_tir.Schedule, blocks: list[BlockInfo], main: int) -> 
     return epilogue[-1].rv
 
 
+# Outer loops are fused for the parallel loop only until they offer this many
+# iterations: fusing more buys nothing on a few cores and costs div/mod index math.
+PARALLEL_CHUNKS = 64
+
+
+def _parallel_leading(sch: s_tir.Schedule, loops: list) -> None:
+    """Fuse the leading loops until they give PARALLEL_CHUNKS iterations, and run them in parallel."""
+    taken, product = [], 1
+    for lp in loops:
+        taken.append(lp)
+        product *= extent(sch, lp) or 1
+        if product >= PARALLEL_CHUNKS:
+            break
+    if product >= 2:
+        sch.parallel(sch.fuse(*taken) if len(taken) > 1 else taken[0])
+
+
 def parallel_vectorize_spatial(sch: s_tir.Schedule, rv: s_tir.schedule.SBlockRV, lanes: int) -> None:
-    """Generic schedule of an all-spatial block: fuse its loops, vectorize the inner part, parallelize the rest."""
+    """Generic schedule of an all-spatial block: vectorize the innermost loop, parallelize the outer ones."""
     loops = sch.get_loops(rv)
     if not loops:
         return
@@ -150,15 +167,13 @@ def parallel_vectorize_spatial(sch: s_tir.Schedule, rv: s_tir.schedule.SBlockRV,
         if ext is None:
             return
         total *= ext
-    inner_ext = extent(sch, loops[-1])
-    vec = largest_divisor(inner_ext, lanes)
+    vec = largest_divisor(extent(sch, loops[-1]), lanes)
     if vec >= 2 and vec >= lanes // 2:
         outer, inner = sch.split(loops[-1], factors=[None, vec])
         sch.vectorize(inner)
         loops = [*loops[:-1], outer]
-    if total >= MIN_PARALLEL_ELEMENTS and len(loops) >= 1:
-        fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-        sch.parallel(fused)
+    if total >= MIN_PARALLEL_ELEMENTS:
+        _parallel_leading(sch, loops)
 
 
 def parallel_outer_spatial(sch: s_tir.Schedule, info: BlockInfo) -> None:
@@ -167,10 +182,5 @@ def parallel_outer_spatial(sch: s_tir.Schedule, info: BlockInfo) -> None:
         return
     loops = sch.get_loops(info.rv)
     lead = len(info.kinds) - len(info.kinds.lstrip("S"))
-    spatial = loops[:lead]
-    total = 1
-    for lp in spatial:
-        total *= extent(sch, lp) or 1
-    if spatial and total >= 2:
-        fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
-        sch.parallel(fused)
+    if lead:
+        _parallel_leading(sch, loops[:lead])
