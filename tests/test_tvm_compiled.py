@@ -102,6 +102,23 @@ def test_two_inputs_mixed_dtypes():
     assert [s.name for s in m.inputs] == ["a", "b"] and m.inputs[1].dtype == "int32"
 
 
+class ScalarOutputs(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(), x.sum(dim=(0, 1)).to(torch.int64), x[0]
+
+
+def test_outputs_have_the_declared_shapes_and_dtypes(tmp_path):
+    """0-d outputs stay 0-d (numpy, torch, and after save/load); dtypes are the graph's."""
+    x = torch.randn(2, 3)
+    m = graphopt.optimize(ScalarOutputs(), example_inputs=(x,), target="x86")
+    assert [(s.shape, s.dtype) for s in m.output_specs] == [((), "float32"), ((), "int64"), ((3,), "float32")]
+    want = ScalarOutputs()(x)
+    for got in (m(x), tuple(torch.from_numpy(o) for o in m(x.numpy())), load_compiled(m.save(tmp_path / "s.so"))(x)):
+        assert [(o.shape, o.dtype) for o in got] == [(w.shape, w.dtype) for w in want]
+        for o, w in zip(got, want):
+            torch.testing.assert_close(o, w, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "args,match",
     [

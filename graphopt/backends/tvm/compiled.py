@@ -22,11 +22,15 @@ Save format, chosen by the file suffix:
 - `.tar`: the object files, unlinked. Saving needs no compiler, but whoever
   loads it links it (the device needs a C++ compiler for its architecture);
   for shipping to a device whose own toolchain should do the final link.
+
+Outputs come back with exactly the shapes and dtypes the graph declares
+(a 0-d output is 0-d, numpy and torch alike).
+
 Beside the library, `<path>.json` holds the metadata: format version, graphopt
 and TVM versions, pipeline, target (TVM's JSON form), host code architecture,
-inputs (name, shape, dtype), output count and names. Both files are written
-atomically (temporary file, then rename), the library first, so a metadata
-file always describes a complete library. `load_compiled` loads the library
+inputs and outputs (name, shape, dtype), output count and names. Both files
+are written atomically (temporary file, then rename), the library first, so a
+metadata file always describes a complete library. `load_compiled` loads the library
 only where it can run; elsewhere the model keeps its path for `run_remote`.
 """
 
@@ -55,6 +59,7 @@ from graphopt.backends.tvm.targets import resolve_target, target_is_cross
 from graphopt.errors import BackendError
 from graphopt.fileio import atomic_output, atomic_write_text, check_output_path
 from graphopt.ir.graph import Graph
+from graphopt.ir.types import carrier_dtype
 
 FORMAT_VERSION = 1
 LIBRARY_SUFFIXES = (".so", ".tar")
@@ -64,7 +69,7 @@ CROSS_COMPILERS = {"aarch64": "aarch64-linux-gnu-g++"}
 
 @dataclass(frozen=True)
 class InputSpec:
-    """Name, static shape and dtype of one model input."""
+    """Name, static shape and dtype of one model input (or output)."""
 
     name: str
     shape: tuple[int, ...]
@@ -118,6 +123,7 @@ class CompiledModel:
         num_outputs: int,
         *,
         output_names: Sequence[str] = (),
+        output_specs: Sequence[InputSpec] = (),
         pipeline: str = "",
         version: str = graphopt.__version__,
         library_path: str | os.PathLike | None = None,
@@ -131,6 +137,7 @@ class CompiledModel:
         self.inputs = tuple(inputs)
         self.num_outputs = int(num_outputs)
         self.output_names = tuple(output_names)
+        self.output_specs = tuple(output_specs)  # empty when unknown (metadata of older saves)
         self.pipeline = str(pipeline)
         self.version = version
         self.library_path = None if library_path is None else Path(library_path)
@@ -162,6 +169,7 @@ class CompiledModel:
             "inputs": [s.to_json() for s in self.inputs],
             "num_outputs": self.num_outputs,
             "outputs": list(self.output_names),
+            "output_specs": [s.to_json() for s in self.output_specs],
         }
 
     def __repr__(self) -> str:
@@ -244,8 +252,10 @@ class CompiledModel:
     def _wrap(self, outs: list[np.ndarray], like: torch.Tensor | None):
         if len(outs) != self.num_outputs:
             raise BackendError(f"the executable returned {len(outs)} outputs, expected {self.num_outputs}")
+        outs = [_as_declared(o, spec) for o, spec in zip(outs, self.output_specs)] or outs
         if like is not None:
-            outs = [torch.from_numpy(np.ascontiguousarray(o)).to(like.device) for o in outs]
+            # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
+            outs = [torch.from_numpy(np.require(o, requirements="C")).to(like.device) for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     # ---- saving -------------------------------------------------------------------------
@@ -296,6 +306,24 @@ def _cross_compile_fn(target: tvm.target.Target):
     return tvm.support.cc.cross_compiler(cxx)
 
 
+def _as_declared(out: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """`out` with the declared shape (the VM may hand back a 0-d tensor as shape (1,)); dtype checked."""
+    if out.dtype.name != spec.dtype:
+        raise BackendError(f"output '{spec.name}' came back as {out.dtype.name}, the graph declares {spec}")
+    if tuple(out.shape) != spec.shape:
+        if out.size != int(np.prod(spec.shape)):
+            raise BackendError(
+                f"output '{spec.name}' came back with shape {list(out.shape)}, the graph declares {spec}"
+            )
+        out = out.reshape(spec.shape)
+    return out
+
+
+def _spec(graph: Graph, name: str, dtype=lambda dt: dt) -> InputSpec:
+    t = graph.type_of(name)
+    return InputSpec(name, tuple(int(d) for d in t.shape), dtype(t.dtype))
+
+
 def _flatten(value) -> list:
     if isinstance(value, (tvm.runtime.Tensor,)):
         return [value]
@@ -314,11 +342,15 @@ def compile_graph(graph: Graph, target, *, database=None, pipeline: str = "") ->
         exe = build(mod, tgt, database=database)
     except Exception as e:  # TVM's errors subclass RuntimeError/ValueError/TypeError
         raise BackendError(f"building graph '{graph.name}' for {tgt.kind.name} failed: {e}") from e
-    specs = []
-    for name in graph.inputs:
-        t = graph.type_of(name)
-        specs.append(InputSpec(name, tuple(int(d) for d in t.shape), t.dtype))
-    return CompiledModel(exe, tgt, specs, len(graph.outputs), output_names=graph.outputs, pipeline=str(pipeline))
+    return CompiledModel(
+        exe,
+        tgt,
+        [_spec(graph, name) for name in graph.inputs],
+        len(graph.outputs),
+        output_names=graph.outputs,
+        output_specs=[_spec(graph, name, carrier_dtype) for name in graph.outputs],  # int4 rides in int8
+        pipeline=str(pipeline),
+    )
 
 
 def load_compiled(path: str | os.PathLike) -> CompiledModel:
@@ -337,6 +369,7 @@ def load_compiled(path: str | os.PathLike) -> CompiledModel:
         target = tvm.target.Target(meta["target"])
         inputs = [InputSpec.from_json(d) for d in meta["inputs"]]
         num_outputs = int(meta["num_outputs"])
+        output_specs = [InputSpec.from_json(d) for d in meta.get("output_specs", ())]
     except (ValueError, KeyError, TypeError) as e:
         raise BackendError(f"metadata file '{meta_file}' is corrupt: {e}") from e
     if not path.exists():
@@ -347,6 +380,7 @@ def load_compiled(path: str | os.PathLike) -> CompiledModel:
         inputs,
         num_outputs,
         output_names=meta.get("outputs", ()),
+        output_specs=output_specs,
         pipeline=meta.get("pipeline", ""),
         version=meta.get("graphopt_version", "?"),
         library_path=path,
