@@ -29,7 +29,7 @@ from graphopt.fileio import atomic_write_bytes, check_output_path
 from graphopt.ir.graph import Graph
 from graphopt.storage.bits import read_varint, write_varint
 from graphopt.storage.container import FLAG_ENTROPY, HEADER_SIZE, unwrap, wrap
-from graphopt.storage.params import StoredParam, describe_record, read_record, record_streams, write_record
+from graphopt.storage.params import StoredParam, describe_record, read_record, write_record
 from graphopt.storage.streams import StreamReader, StreamWriter
 from graphopt.storage.structure import structure_from_json, structure_to_json
 
@@ -69,12 +69,11 @@ def encode_compressed(graph: Graph, *, entropy: bool = True) -> bytes:
     writer = StreamWriter(entropy=entropy)
     doc = structure_to_json(graph)
     doc["P"] = [write_record(writer, name, p) for name, p in graph.params.items()]
-    doc["S"] = writer.table
     structure = zlib.compress(json.dumps(doc, separators=(",", ":"), allow_nan=False).encode(), 9)
     payload = bytearray()
     write_varint(len(structure), payload)
     payload += structure
-    payload += writer.blob()
+    payload += writer.out
     return wrap(bytes(payload), FLAG_ENTROPY if entropy else 0)
 
 
@@ -92,22 +91,21 @@ def decode_compressed(data: bytes, source: str = "<bytes>") -> tuple[Graph, Stor
     try:
         size, pos = read_varint(payload, 0)
         doc = json.loads(zlib.decompress(payload[pos : pos + size]))
-        reader = StreamReader(doc["S"], payload[pos + size :])
-        stored = [read_record(reader, record) for record in doc["P"]]
+        reader = StreamReader(payload[pos + size :])
+        stored, sizes = [], []
+        for record in doc["P"]:
+            start = reader.position
+            stored.append(read_record(reader, record))
+            sizes.append(reader.position - start)
+        reader.finish()
         graph = structure_from_json(doc, lambda g: _add_params(g, stored))
     except GraphoptError as e:
         raise StorageError(f"'{source}': {e}") from None
     except (KeyError, IndexError, TypeError, ValueError, zlib.error) as e:  # a checksummed file cannot get here
         raise StorageError(f"'{source}' is malformed ({type(e).__name__}: {e})") from None
     params = tuple(
-        ParamStorage(
-            record["n"],
-            tuple(record["sh"]),
-            record["dt"],
-            describe_record(record),
-            sum(reader.size(i) for i in record_streams(record)),
-        )
-        for record in doc["P"]
+        ParamStorage(record["n"], tuple(record["sh"]), record["dt"], describe_record(record), nbytes)
+        for record, nbytes in zip(doc["P"], sizes)
     )
     info = StorageInfo(version, bool(flags & FLAG_ENTROPY), len(data), HEADER_SIZE, pos + size, params)
     return graph, info

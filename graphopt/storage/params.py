@@ -42,7 +42,9 @@ class StoredParam:
 
 
 def write_record(w: StreamWriter, name: str, p: Parameter) -> dict:
-    record: dict = {"n": name, "dt": p.data.dtype.name, "sh": list(p.data.shape), "tr": int(p.trainable)}
+    record: dict = {"n": name, "dt": p.data.dtype.name, "sh": list(p.data.shape)}
+    if p.trainable != _default_trainable(p.data.dtype):
+        record["tr"] = int(p.trainable)
     kept = None
     if p.mask is not None:
         record["m"] = put_positions(w, p.mask)
@@ -62,6 +64,7 @@ def read_record(r: StreamReader, record: dict) -> tuple[str, StoredParam]:
     name = record["n"]
     where = f"parameter '{name}'"
     dtype = dtype_named(record["dt"], where)
+    trainable = bool(record.get("tr", _default_trainable(dtype)))
     shape = tuple(int(d) for d in record["sh"])
     size = int(np.prod(shape, dtype=np.int64))
     kept = get_positions(r, record["m"], size, f"{where} mask") if "m" in record else None
@@ -73,7 +76,8 @@ def read_record(r: StreamReader, record: dict) -> tuple[str, StoredParam]:
         if data.shape != shape or data.dtype != dtype:
             raise StorageError(f"{where}: its encoding decodes to {data.dtype}{list(data.shape)}, not {dtype}{shape}")
     else:
-        values = get_values(r, record["v"], where)
+        count = size if kept is None else int(np.count_nonzero(kept))
+        values = get_values(r, record["v"], count, dtype, where)
         data = np.zeros(size, dtype=dtype)
         if kept is None:
             if values.size != size:
@@ -84,7 +88,7 @@ def read_record(r: StreamReader, record: dict) -> tuple[str, StoredParam]:
                 raise StorageError(f"{where}: {values.size} values for {np.count_nonzero(kept)} kept entries")
             data[kept] = values
         data = data.reshape(shape)
-    return name, StoredParam(data, bool(record["tr"]), mask, encoding)
+    return name, StoredParam(data, trainable, mask, encoding)
 
 
 def describe_record(record: dict) -> str:
@@ -100,19 +104,8 @@ def describe_record(record: dict) -> str:
     return f"{text} ({record['note']})" if "note" in record else text
 
 
-def record_streams(spec) -> list[int]:
-    """Indices of every stream a record (or part of one) uses."""
-    if isinstance(spec, dict):
-        found = []
-        for key, value in spec.items():
-            if key == "s":
-                found += value if isinstance(value, list) else [value]
-            else:
-                found += record_streams(value)
-        return found
-    if isinstance(spec, list):
-        return [i for v in spec for i in record_streams(v)]
-    return []
+def _default_trainable(dtype: np.dtype) -> bool:
+    return bool(np.issubdtype(dtype, np.floating))  # what Graph.add_param assumes
 
 
 def _storable_fields(p: Parameter) -> tuple[dict | None, str]:
@@ -150,7 +143,7 @@ def _write_encoding(w: StreamWriter, name: str, p: Parameter, fields: dict, kept
         if not isinstance(value, np.ndarray):
             out[key] = {"j": to_json(value, f"parameter '{name}' encoding field {key}")}
             continue
-        spec: dict = {"sh": list(value.shape)}
+        spec: dict = {"sh": list(value.shape), "dt": value.dtype.name}
         flat = value.reshape(-1)
         fill = _fill(value, p.data.shape, kept)
         if fill is not None:
@@ -183,11 +176,14 @@ def _read_encoding(r: StreamReader, spec: dict, shape: tuple, kept: np.ndarray |
         if "j" in field:
             fields[key] = from_json(field["j"], f"{where} encoding field {key}")
             continue
-        values = get_values(r, field["a"], f"{where} encoding field {key}")
+        field_where = f"{where} encoding field {key}"
         field_shape = tuple(int(d) for d in field["sh"])
+        field_dtype = dtype_named(field["dt"], field_where)
+        if "fill" in field and (kept is None or field_shape != shape):
+            raise StorageError(f"{field_where} is stored at kept positions without a mask")
+        count = int(np.count_nonzero(kept)) if "fill" in field else int(np.prod(field_shape, dtype=np.int64))
+        values = get_values(r, field["a"], count, field_dtype, field_where)
         if "fill" in field:
-            if kept is None or field_shape != shape:
-                raise StorageError(f"{where}: encoding field {key} is stored at kept positions without a mask")
             full = np.full(kept.size, field["fill"], dtype=values.dtype)
             full[kept] = values
             values = full

@@ -1,8 +1,9 @@
 """Streams and how arrays become streams.
 
-A file's payload ends with the streams, back to back; its structure lists each
-stream as `[coding, bytes]` (coding 0: raw, 1: Huffman, see `huffman.py`) and
-records name streams by their index in that list.
+A file's payload ends with the streams, back to back, in the order of the
+records that own them; each stream starts with a varint: 0 for raw, else 1 + its
+byte length Huffman-coded (`huffman.py`). A raw stream's length follows from the
+count and width its record gives.
 
 Every stream holds symbols of a known bit width `b`. Raw is the symbols packed at
 `b` bits; for b <= 8 the writer also Huffman-codes them and keeps the smaller.
@@ -28,64 +29,71 @@ import numpy as np
 
 from graphopt.errors import StorageError
 from graphopt.storage import huffman
-from graphopt.storage.bits import array_from_le_bytes, array_to_le_bytes, bit_length, pack_bits, unpack_bits
-from graphopt.storage.jsonvalues import dtype_named
-
-RAW, HUFFMAN = 0, 1
+from graphopt.storage.bits import (
+    array_from_le_bytes,
+    array_to_le_bytes,
+    bit_length,
+    pack_bits,
+    read_varint,
+    unpack_bits,
+    write_varint,
+)
 
 
 class StreamWriter:
+    """Appends streams to the payload, each behind a varint: 0 for raw, else 1 + its Huffman-coded length."""
+
     def __init__(self, entropy: bool = True):
         self.entropy = entropy
-        self.table: list[list[int]] = []
-        self.parts: list[bytes] = []
+        self.out = bytearray()
 
-    def symbols(self, values: np.ndarray, bits: int) -> int:
-        """Store `values` (each < 2**bits) as one stream; returns its index."""
+    def symbols(self, values: np.ndarray, bits: int) -> None:
+        """Store `values` (each < 2**bits) as the next stream."""
         values = np.asarray(values).reshape(-1).astype(np.uint64)
-        coding, data = RAW, pack_bits(values, bits)
+        data = pack_bits(values, bits)
         if self.entropy and 1 <= bits <= 8 and values.size:
             coded = huffman.encode(values.astype(np.int64), 1 << bits)
             if len(coded) < len(data):
-                coding, data = HUFFMAN, coded
-        self.table.append([coding, len(data)])
-        self.parts.append(data)
-        return len(self.table) - 1
+                write_varint(1 + len(coded), self.out)
+                self.out += coded
+                return
+        write_varint(0, self.out)
+        self.out += data
 
-    def blob(self) -> bytes:
-        return b"".join(self.parts)
+    @property
+    def position(self) -> int:
+        return len(self.out)
 
 
 class StreamReader:
-    def __init__(self, table: list, blob: bytes):
-        self.table = table
-        self.blob = blob
-        self.offsets = [0]
-        for entry in table:
-            if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in (RAW, HUFFMAN) and entry[1] >= 0):
-                raise StorageError(f"malformed stream table entry {entry!r}")
-            self.offsets.append(self.offsets[-1] + entry[1])
-        if self.offsets[-1] != len(blob):
-            raise StorageError(f"the streams take {len(blob)} bytes, the stream table says {self.offsets[-1]}")
+    """Reads the streams back in the order they were written (the records say their counts and widths)."""
 
-    def symbols(self, index: int, count: int, bits: int) -> np.ndarray:
-        if not isinstance(index, int) or not 0 <= index < len(self.table):
-            raise StorageError(f"a record names stream {index!r}; the file has {len(self.table)}")
-        data = self.blob[self.offsets[index] : self.offsets[index + 1]]
-        if self.table[index][0] == HUFFMAN:
+    def __init__(self, blob: bytes):
+        self.blob = blob
+        self.position = 0
+
+    def symbols(self, count: int, bits: int) -> np.ndarray:
+        head, pos = read_varint(self.blob, self.position)
+        size = -(-count * bits // 8) if head == 0 else head - 1
+        if pos + size > len(self.blob):
+            raise StorageError(f"a stream of {size} bytes runs past the end of the payload")
+        data = self.blob[pos : pos + size]
+        self.position = pos + size
+        if head:
             if not 1 <= bits <= 8:
-                raise StorageError(f"stream {index}: Huffman coding of {bits}-bit symbols")
+                raise StorageError(f"a Huffman-coded stream of {bits}-bit symbols")
             return huffman.decode(data, count, 1 << bits).astype(np.uint64)
         return unpack_bits(data, count, bits)
 
-    def size(self, index: int) -> int:
-        return self.table[index][1]
+    def finish(self) -> None:
+        if self.position != len(self.blob):
+            raise StorageError(f"{len(self.blob) - self.position} bytes of streams follow the last record")
 
 
 def put_values(w: StreamWriter, flat: np.ndarray) -> dict:
-    """A 1-d array as streams; the spec (dict) says how to read it back, its length included."""
+    """A 1-d array as streams; the spec says how to read them back given the count and dtype."""
     flat = np.ascontiguousarray(flat).reshape(-1)
-    spec: dict = {"dt": flat.dtype.name, "n": int(flat.size)}
+    spec: dict = {}
     if flat.dtype.kind in "biu":
         lo = int(flat.min()) if flat.size else 0
         hi = int(flat.max()) if flat.size else 0
@@ -93,27 +101,25 @@ def put_values(w: StreamWriter, flat: np.ndarray) -> dict:
         spec.update(k="i", min=lo, b=bits)
         if bits:
             offset = flat.astype(np.uint64) - np.uint64(lo % (1 << 64))
-            spec["s"] = w.symbols(offset, bits)
+            w.symbols(offset, bits)
         return spec
     planes = array_to_le_bytes(flat)
-    spec.update(k="p", s=[w.symbols(planes[:, k], 8) for k in range(planes.shape[1])])
+    for k in range(planes.shape[1]):
+        w.symbols(planes[:, k], 8)
+    spec["k"] = "p"
     return spec
 
 
-def get_values(r: StreamReader, spec: dict, where: str) -> np.ndarray:
-    dtype = dtype_named(spec["dt"], where)
-    count = int(spec["n"])
+def get_values(r: StreamReader, spec: dict, count: int, dtype: np.dtype, where: str) -> np.ndarray:
     if spec["k"] == "i":
         bits = int(spec["b"])
         if not 0 <= bits <= 64:
             raise StorageError(f"{where}: {bits}-bit integers")
-        offset = r.symbols(spec["s"], count, bits) if bits else np.zeros(count, dtype=np.uint64)
+        offset = r.symbols(count, bits) if bits else np.zeros(count, dtype=np.uint64)
         wrapped = offset + np.uint64(int(spec["min"]) % (1 << 64))
         return wrapped.astype(dtype) if dtype.kind != "b" else wrapped.astype(bool)
     if spec["k"] == "p":
-        if len(spec["s"]) != dtype.itemsize:
-            raise StorageError(f"{where}: {len(spec['s'])} byte planes for {dtype.itemsize}-byte {dtype.name}")
-        planes = np.stack([r.symbols(s, count, 8).astype(np.uint8) for s in spec["s"]], axis=1)
+        planes = np.stack([r.symbols(count, 8).astype(np.uint8) for _ in range(dtype.itemsize)], axis=1)
         return array_from_le_bytes(planes, dtype, (count,))
     raise StorageError(f"{where}: unknown value coding {spec['k']!r}")
 
@@ -128,7 +134,8 @@ def put_positions(w: StreamWriter, keep: np.ndarray) -> dict:
     spec = {"inv": int(inverted), "n": int(positions.size), "b": bits}
     if positions.size:
         symbols = _gap_symbols(gaps, bits)
-        spec.update(ns=int(symbols.size), s=w.symbols(symbols, bits))
+        spec["ns"] = int(symbols.size)
+        w.symbols(symbols, bits)
     return spec
 
 
@@ -138,7 +145,7 @@ def get_positions(r: StreamReader, spec: dict, size: int, where: str) -> np.ndar
         raise StorageError(f"{where}: {bits}-bit relative indices")
     positions = np.zeros(0, dtype=np.int64)
     if count:
-        symbols = r.symbols(spec["s"], int(spec["ns"]), bits).astype(np.int64)
+        symbols = r.symbols(int(spec["ns"]), bits).astype(np.int64)
         skip = (1 << bits) - 1
         advance = np.where(symbols == skip, skip, symbols + 1)
         positions = (np.cumsum(advance) - 1)[symbols != skip]

@@ -6,6 +6,10 @@ provenance, opaque torch nodes that ONNX cannot express), it needs no import
 round trip (the ONNX frontend would re-canonicalize and rename), and after
 DEFLATE it is a few hundred bytes for a small model. Values `jsonvalues.py`
 cannot hold exactly are refused at save time, naming the node and attribute.
+
+A node is `[name, op, inputs, attributes]` plus, only where needed, `{"o": outputs
+(when not just [name]), "t": output types (opaque nodes, and types shape inference
+would not give back), "m": provenance}`.
 """
 
 from __future__ import annotations
@@ -28,12 +32,17 @@ def structure_to_json(graph: Graph) -> dict:
             )
         taken.update(n.outputs)
         taken.add(n.name)
-        types = [_type(graph.value(o).type) for o in n.outputs]
         where = f"node '{n.name}'"
-        entry = [n.name, n.op, list(n.inputs), list(n.outputs), types, to_json(dict(n.attrs), f"{where} attribute")]
+        extra = {}
+        if list(n.outputs) != [n.name]:
+            extra["o"] = list(n.outputs)
+        types = [graph.value(o).type for o in n.outputs]
+        if n.is_opaque or _inferred(graph, n) != types:
+            extra["t"] = [_type(t) for t in types]
         if n.meta:
-            entry.append(to_json(dict(n.meta), f"{where} meta"))
-        nodes.append(entry)
+            extra["m"] = to_json(dict(n.meta), f"{where} meta")
+        entry = [n.name, n.op, list(n.inputs), to_json(dict(n.attrs), f"{where} attribute")]
+        nodes.append(entry + [extra] if extra else entry)
     return {
         "name": graph.name,
         "meta": to_json(graph.metadata, "graph metadata"),
@@ -51,7 +60,8 @@ def structure_from_json(data: dict, add_params: Callable[[Graph], None]) -> Grap
         graph.add_input(name, _read_type(t, f"input '{name}'"))
     add_params(graph)
     for entry in data["nodes"]:
-        name, op, inputs, outputs, types, attrs = entry[:6]
+        name, op, inputs, attrs = entry[:4]
+        extra = entry[4] if len(entry) > 4 else {}
         where = f"node '{name}'"
         try:
             node = graph.add_node(
@@ -59,10 +69,9 @@ def structure_from_json(data: dict, add_params: Callable[[Graph], None]) -> Grap
                 inputs,
                 attrs=from_json(attrs, f"{where} attribute"),
                 name=name,
-                outputs=outputs,
-                output_types=[_read_type(t, where) for t in types],
-                meta=from_json(entry[6], f"{where} meta") if len(entry) > 6 else None,
-                infer=False,
+                outputs=extra.get("o", [name]),
+                output_types=[_read_type(t, where) for t in extra["t"]] if "t" in extra else None,
+                meta=from_json(extra["m"], f"{where} meta") if "m" in extra else None,
             )
         except StorageError:
             raise
@@ -76,6 +85,16 @@ def structure_from_json(data: dict, add_params: Callable[[Graph], None]) -> Grap
     except GraphoptError as e:
         raise StorageError(f"the stored graph does not verify: {e}") from None
     return graph
+
+
+def _inferred(graph: Graph, node) -> list[TensorType | None] | None:
+    """The types shape inference gives `node`'s outputs (what loading recomputes), None if it fails."""
+    from graphopt.ir.shape_inference import infer_output_types
+
+    try:
+        return list(infer_output_types(graph, node))
+    except Exception:  # the stored types are kept instead
+        return None
 
 
 def _type(t: TensorType | None):
