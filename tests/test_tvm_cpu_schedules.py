@@ -180,3 +180,24 @@ def test_arm_preset_builds(case):
     _, module, inputs, _ = CASES[case]
     executable = build(_relax(module, inputs), "arm")
     assert executable is not None
+
+
+@pytest.mark.slow
+def test_arm_build_runs_on_emulated_aarch64(tmp_path):
+    """Conv, depthwise and attention kernels scheduled for the arm preset compute the right thing on aarch64."""
+    from graphopt.backends.tvm.emulator import emulated_aarch64_server, emulator_available  # noqa: PLC0415
+    from graphopt.backends.tvm.rpc import run_remote_vm  # noqa: PLC0415
+
+    if not emulator_available():
+        pytest.skip("emulated aarch64 root not set up (scripts/setup_aarch64_emulator.sh)")
+    from tvm.support.cc import cross_compiler  # noqa: PLC0415
+
+    net = torch.nn.Sequential(Conv(3, 16, 3, padding=1), Conv(16, 16, 3, 2, 1, groups=16), Conv(16, 24, 1)).eval()
+    x = _rand(1, 3, 10, 9)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    path = tmp_path / "net.so"
+    build(_relax(net, [x]), "arm").export_library(str(path), fcompile=cross_compiler("aarch64-linux-gnu-g++"))
+    with emulated_aarch64_server() as emu:
+        (got,) = run_remote_vm(emu.connect(), path, [x.numpy()])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
