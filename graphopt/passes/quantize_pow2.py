@@ -54,9 +54,11 @@ class QuantizePow2(Pass):
         check_options(self.name, self.include)
 
     def tolerance(self) -> Tolerance:
-        # Log-domain rounding errs by at most a factor 2^0.5 (~-15 dB of weight SQNR once the range
-        # covers the weights: 4 bits or more); layers add up, so the bound keeps a margin.
-        return Tolerance.bounded(min_sqnr_db=6.0) if self.bits >= 4 else Tolerance.bounded()
+        # Log-domain rounding errs by up to a factor 2^0.5 per weight (~13-14 dB weight SQNR at any
+        # bits >= 4: more bits widen the range, not the step). The errors add up layer by layer:
+        # measured output SQNR ~17 dB on the digits CNN but ~3 dB on ResNet-18, so no output bound
+        # holds in general; fine-tuning (INQ) is what restores accuracy. Shapes and finiteness are checked.
+        return Tolerance.bounded()
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         skipped: dict[str, str] = {}

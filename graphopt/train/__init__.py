@@ -9,13 +9,15 @@
 - `batches.py`: the data contract, each batch `(inputs, targets)`;
 - `evaluate.py`: `evaluate`, `accuracy`;
 - `distributed.py`: `init_distributed`, batch sharding, DistributedDataParallel semantics;
-- `schedules.py`: the polynomial sparsity ramp and `iterative_prune`.
+- `schedules.py`: the polynomial sparsity ramp and `iterative_prune`;
+- `shared.py`: `finetune_shared`, codebook centroids trained with per-cluster summed gradients.
 """
 
 from graphopt.train.distributed import DistributedContext, current_context, init_distributed, shutdown_distributed
 from graphopt.train.evaluate import accuracy, evaluate
 from graphopt.train.loop import TrainResult, train
 from graphopt.train.schedules import iterative_prune, polynomial_sparsity, sparsity_schedule
+from graphopt.train.shared import finetune_shared
 
 __all__ = [
     "train",
@@ -29,4 +31,5 @@ __all__ = [
     "iterative_prune",
     "polynomial_sparsity",
     "sparsity_schedule",
+    "finetune_shared",
 ]
