@@ -85,6 +85,7 @@ CASES = [
     ("conv7x7-stride2", Conv(3, 16, 7, stride=2, padding=3), [_rand(2, 3, 23, 17)], "Conv2dNCHW"),
     ("conv3x3-dilation2", Conv(6, 32, 3, padding=2, dilation=2), [_rand(1, 6, 12, 9)], "Conv2dNCHW"),
     ("conv-groups2", Conv(8, 16, 3, padding=1, groups=2), [_rand(2, 8, 6, 10)], "Conv2dNCHW"),
+    ("conv-no-epilogue", torch.nn.Conv2d(4, 16, 3, bias=False), [_rand(1, 4, 9, 8)], "Conv2dNCHW"),
     ("depthwise3x3-c20", Conv(20, 20, 3, padding=1, groups=20), [_rand(1, 20, 15, 13)], "DepthwiseConv2dNCHW"),
     ("depthwise3x3-stride2-batch2", Conv(32, 32, 3, 2, 1, groups=32), [_rand(2, 32, 14, 9)], "DepthwiseConv2dNCHW"),
     ("linear-odd", Linear(37, 23), [_rand(5, 37)], "Matmul"),

@@ -25,6 +25,7 @@ from .common import (
     largest_divisor,
     loops_match_iters,
     parallel_vectorize_spatial,
+    root_blocks,
     single_main_reduction,
     vector_lanes,
 )
@@ -47,6 +48,9 @@ def schedule_channel_vectors(sch: s_tir.Schedule, main, epilogue, f_vec: int) ->
     channels, width = extent(sch, f), extent(sch, x)
     f_vectors = 2 if channels % (2 * f_vec) == 0 else 1
     x_t = largest_divisor(width, 14 // f_vectors)
+    output = sch.get(main).writes[0].source
+    if any(p.same_as(output) for p in sch.mod["main"].params):
+        epilogue = sch.cache_write(main, 0, "global")  # the kernel's output keeps its NCHW layout
     sch.transform_layout(main, ("write", 0), lambda n_, f_, y_, x_: (n_, f_ // f_vec, y_, x_, f_ % f_vec))
     pack_weight(sch, main, 1, f_vec)
     fo, f2, fi = sch.split(f, factors=[None, f_vectors, f_vec])
@@ -89,6 +93,22 @@ def schedule_conv_tile(sch: s_tir.Schedule, main, epilogue, lanes: int, *, f_til
         sch.vectorize(sch.get_loops(epilogue)[-1])
 
 
+def _packable_weight(sch: s_tir.Schedule, info, loops) -> bool:
+    """Whether the block's second read is a [F, C, KH, KW] kernel parameter that only this block reads."""
+    reads = sch.get(info.rv).reads
+    if len(reads) != 2:
+        return False
+    weight = reads[1].source
+    func = sch.mod["main"]
+    if not any(p.same_as(weight) for p in func.params):
+        return False
+    f, rc, ry, rx = (extent(sch, loops[i]) for i in (1, 4, 5, 6))
+    if [int(d) for d in weight.shape] != [f, rc, ry, rx]:
+        return False
+    readers = [b for b in root_blocks(sch) if any(r.source.same_as(weight) for r in sch.get(b.rv).reads)]
+    return len(readers) == 1
+
+
 class Conv2dNCHW(GraphoptCPURule):
     """Direct NCHW conv2d with a fused elementwise epilogue."""
 
@@ -111,7 +131,7 @@ class Conv2dNCHW(GraphoptCPURule):
         epilogue = inline_epilogue(sch, blocks, main)
         channels = extent(sch, loops[1])
         f_vec = next((v for v in (lanes, lanes // 2) if channels % v == 0), None)
-        if f_vec is not None and len(sch.get(info.rv).reads) == 2:
+        if f_vec is not None and _packable_weight(sch, info, loops):
             schedule_channel_vectors(sch, info.rv, epilogue, f_vec)
         else:
             schedule_conv_tile(sch, info.rv, epilogue, lanes, f_tile_limit=16)
