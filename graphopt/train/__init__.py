@@ -9,10 +9,12 @@
 - `batches.py`: the data contract, each batch `(inputs, targets)`;
 - `evaluate.py`: `evaluate`, `accuracy`;
 - `distributed.py`: `init_distributed`, batch sharding, DistributedDataParallel semantics;
+- `distill.py`: `distill` (soft labels at a temperature, hard labels, feature matching through projections);
 - `schedules.py`: the polynomial sparsity ramp and `iterative_prune`;
 - `shared.py`: `finetune_shared`, codebook centroids trained with per-cluster summed gradients.
 """
 
+from graphopt.train.distill import DistillLoss, FeatureMatch, distill
 from graphopt.train.distributed import DistributedContext, current_context, init_distributed, shutdown_distributed
 from graphopt.train.evaluate import accuracy, evaluate
 from graphopt.train.loop import TrainResult, train
@@ -32,4 +34,7 @@ __all__ = [
     "polynomial_sparsity",
     "sparsity_schedule",
     "finetune_shared",
+    "distill",
+    "DistillLoss",
+    "FeatureMatch",
 ]
