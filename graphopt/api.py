@@ -8,10 +8,11 @@ compiled.save("model.so")
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import onnx
 import torch
 
@@ -19,7 +20,7 @@ from graphopt.backends.torch import to_tensor
 from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_TARGET
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
-from graphopt.passes import PassContext, Pipeline, default_instruments
+from graphopt.passes import Pipeline, default_instruments
 
 if TYPE_CHECKING:
     from graphopt.backends.tvm.compiled import CompiledModel
@@ -54,8 +55,17 @@ def run_pipeline_on(
     example_inputs=None,
     verify: bool = True,
     log: Callable[[str], None] | None = None,
+    calibration: Iterable[Sequence[np.ndarray]] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> tuple[Graph, Pipeline]:
-    """Run `pipeline` (None = DEFAULT_PIPELINE, "" = none) on a copy of `graph`."""
+    """Run `pipeline` (None = DEFAULT_PIPELINE, "" = none) on a copy of `graph`.
+
+    calibration: input sets (each in graph-input order) for passes that calibrate.
+    notice: called once with a warning when a pass calibrates on seeded random
+        inputs because no calibration data was given.
+    """
+    from graphopt.quant.calibration_data import NoticingContext
+
     pipe = (
         pipeline
         if isinstance(pipeline, Pipeline)
@@ -65,7 +75,9 @@ def run_pipeline_on(
     if example_inputs is not None:
         xs = example_inputs if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
         inputs = [[to_tensor(x).detach().numpy() for x in xs]]
-    ctx = PassContext(instruments=default_instruments(verify=verify), inputs=inputs, log=log)
+    ctx = NoticingContext(
+        instruments=default_instruments(verify=verify), inputs=inputs, calibration=calibration, log=log, notice=notice
+    )
     return pipe.run(graph, ctx).graph, pipe
 
 
@@ -79,6 +91,8 @@ def optimize(
     db: str | os.PathLike | None = None,
     verify: bool = True,
     log: Callable[[str], None] | None = None,
+    calibration: Iterable[Sequence[np.ndarray]] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> "CompiledModel":
     """Compile `model` for `target` ("x86", "arm", "cuda", ... or a TVM target dict).
 
@@ -86,6 +100,7 @@ def optimize(
     tune: MetaSchedule trials; records go to (and resume from) the directory `db`.
     db without tune: reuse an existing tuning database for the build.
     verify: check every pass numerically against the graph before it.
+    calibration, notice: as in `run_pipeline_on`.
     The user's model is never modified.
     """
     from graphopt.backends.tvm.compiled import compile_graph
@@ -95,7 +110,13 @@ def optimize(
     if tune and db is None:
         raise GraphoptError("tune=N needs db=DIR: the directory that keeps (and resumes) tuning records")
     graph, pipe = run_pipeline_on(
-        import_model(model, example_inputs), pipeline, example_inputs=example_inputs, verify=verify, log=log
+        import_model(model, example_inputs),
+        pipeline,
+        example_inputs=example_inputs,
+        verify=verify,
+        log=log,
+        calibration=calibration,
+        notice=notice,
     )
     database = _database(graph, tgt, tune, db)
     return compile_graph(graph, tgt, database=database, pipeline=str(pipe))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 
+from graphopt.cli_commands.calibration import add_calib_argument, load_calibration
 from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_TARGET
 
 HELP = "compile an ONNX model with TVM for x86, arm or cuda and save it"
@@ -49,18 +50,20 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"pass pipeline (default: {DEFAULT_PIPELINE}; '' for none)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the per-pass numerical check")
+    add_calib_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from graphopt.api import optimize
     from graphopt.backends.tvm.targets import resolve_target
-    from graphopt.cli_commands.common import load_model
+    from graphopt.cli_commands.common import load_model, warn
 
     progress = args.progress
     check_library_path(args.output)  # bad options fail here, before the long build
     resolve_target(args.target)
     _check_db(args)
     graph = load_model(args.input)
+    calibration = load_calibration(args, graph)
     with progress.step(f"compiling for {args.target}"):
         compiled = optimize(
             graph,
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
             db=args.db,
             verify=not args.no_verify,
             log=progress.log,
+            calibration=calibration,
+            notice=warn,
         )
     path = compiled.save(args.output)
     print(f"wrote {path} ({compiled!r})")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from graphopt.cli_commands.calibration import add_calib_argument, load_calibration
+
 HELP = "run a pass pipeline on an ONNX model"
 
 
@@ -41,22 +43,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--print-ir", action="store_true", help="print the resulting IR on stdout")
     parser.add_argument("--seed", type=int, default=0, help="seed of the verifier's random inputs (default 0)")
+    add_calib_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphopt.cli_commands.common import load_model, op_count_table
+    from graphopt.cli_commands.common import load_model, op_count_table, warn
     from graphopt.fileio import check_output_path
-    from graphopt.passes import PassContext, Pipeline, default_instruments
+    from graphopt.passes import Pipeline, default_instruments
+    from graphopt.quant.calibration_data import NoticingContext
 
     progress = args.progress
     pipeline = Pipeline.parse(args.pipeline)  # fail on a bad pipeline or -o before loading anything
     if args.output is not None:
         check_output_path(args.output)
     graph = load_model(args.input)
-    ctx = PassContext(
+    ctx = NoticingContext(
         instruments=default_instruments(verify=not args.no_verify, dump_dir=args.dump_ir),
         seed=args.seed,
+        calibration=load_calibration(args, graph),
         log=progress.log,
+        notice=warn,
     )
     progress.log(f"running {len(pipeline)} passes{'' if args.no_verify else ' (numerically verified after each)'}")
     result = pipeline.run(graph, ctx)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from graphopt.cli_commands.calibration import add_calib_argument, load_calibration
+
 HELP = "run a pass pipeline on an ONNX model and write a compressed model file"
 
 
@@ -27,19 +29,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-entropy", action="store_true", help="store packed n-bit streams without Huffman coding")
     parser.add_argument("--no-verify", action="store_true", help="skip the numerical check after each pass")
     parser.add_argument("--seed", type=int, default=0, help="seed of the verifier's random inputs (default 0)")
+    add_calib_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphopt.cli_commands.common import load_model
+    from graphopt.cli_commands.common import load_model, warn
     from graphopt.fileio import check_output_path
-    from graphopt.passes import PassContext, Pipeline, default_instruments
+    from graphopt.passes import Pipeline, default_instruments
+    from graphopt.quant.calibration_data import NoticingContext
     from graphopt.storage import save_compressed
 
     progress = args.progress
     pipeline = Pipeline.parse(args.pipeline)  # a bad pipeline or -o fails before any work
     check_output_path(args.output)
     graph = load_model(args.input)
-    ctx = PassContext(instruments=default_instruments(verify=not args.no_verify), seed=args.seed, log=progress.log)
+    ctx = NoticingContext(
+        instruments=default_instruments(verify=not args.no_verify),
+        seed=args.seed,
+        calibration=load_calibration(args, graph),
+        log=progress.log,
+        notice=warn,
+    )
     result = pipeline.run(graph, ctx)
     print(result.report())
     path = save_compressed(result.graph, args.output, entropy=not args.no_entropy)

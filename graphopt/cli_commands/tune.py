@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from graphopt.backends.tvm.lower import lower_to_relax
     from graphopt.backends.tvm.targets import resolve_target
     from graphopt.backends.tvm.tuning import RPCConfig, tune
-    from graphopt.cli_commands.common import load_model
+    from graphopt.cli_commands.calibration import load_calibration
+    from graphopt.cli_commands.common import load_model, warn
     from graphopt.errors import GraphoptError
 
     target = resolve_target(args.target)
@@ -60,7 +61,15 @@ def run(args: argparse.Namespace) -> int:
         if args.rpc_workers < 1:
             raise GraphoptError(f"--rpc-workers must be >= 1, got {args.rpc_workers}")
         runner = RPCConfig(host, int(port), args.rpc_key, max_workers=args.rpc_workers)
-    graph, _ = run_pipeline_on(load_model(args.input), args.pipeline, verify=not args.no_verify, log=args.progress.log)
+    graph = load_model(args.input)
+    graph, _ = run_pipeline_on(
+        graph,
+        args.pipeline,
+        verify=not args.no_verify,
+        log=args.progress.log,
+        calibration=load_calibration(args, graph),
+        notice=warn,
+    )
     with args.progress.step(f"tuning {args.trials} trials for {target.kind.name} into {args.db}"):
         tune(lower_to_relax(graph), target, args.db, args.trials, runner=runner)
     print(
