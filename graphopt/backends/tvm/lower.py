@@ -11,6 +11,11 @@ to ONNX or torch and importing through TVM's frontends:
 - no second export/import round trip (faster, and nothing to drift);
 - parameters become `relax.const`s straight from their numpy arrays.
 
+Opaque nodes are the exception: they lower through TVM's own frontends
+(`lower_opaque`: the node alone is exported in its framework, converted, called
+in place and inlined). Before anything is emitted every node is checked, and one
+error lists every node that neither a rule nor TVM's frontends can lower.
+
 The module has one function, "main", taking the graph inputs in order (static
 shapes and dtypes) and returning the graph output, or a tuple of outputs when
 there are several. Every emitted value is checked against the graph's type
@@ -25,6 +30,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from graphopt.backends.tvm.lower_opaque import OpaqueCalls, OpaqueLowering, OpaqueRefused, convert_opaque, inline_opaque
 from graphopt.backends.tvm.lower_ops import RULES, RuleContext, const
 from graphopt.errors import BackendError
 from graphopt.ir.graph import Graph, Node
@@ -66,15 +72,39 @@ def _check_type(node: Node, value: str, expr: relax.Expr, want: TensorType | Non
         )
 
 
-def _lower_node(bb: relax.BlockBuilder, graph: Graph, node: Node, env: dict[str, relax.Expr]) -> None:
-    if node.is_opaque:
-        raise BackendError(f"{describe_node(node)} cannot be lowered to TVM")
-    rule = RULES.get(node.op)
-    if rule is None:
-        raise BackendError(f"{describe_node(node)} has no TVM lowering rule")
+def _plan_opaque(graph: Graph) -> dict[str, OpaqueLowering]:
+    """Converted opaque nodes by name; one BackendError lists every node that cannot be lowered."""
+    converted, problems = {}, []
+    for node in graph.nodes:
+        if node.is_opaque:
+            try:
+                converted[node.name] = convert_opaque(graph, node)
+            except OpaqueRefused as e:
+                problems.append(f"{describe_node(node)} cannot be lowered to TVM: {e}")
+        elif node.op not in RULES:
+            problems.append(f"{describe_node(node)} has no TVM lowering rule")
+    if len(problems) == 1:
+        raise BackendError(problems[0])
+    if problems:
+        listed = "\n  ".join(problems)
+        raise BackendError(f"{len(problems)} nodes of graph '{graph.name}' cannot be lowered to TVM:\n  {listed}")
+    return converted
+
+
+def _lower_node(
+    bb: relax.BlockBuilder,
+    graph: Graph,
+    node: Node,
+    env: dict[str, relax.Expr],
+    opaque: dict[str, OpaqueLowering],
+    calls: OpaqueCalls,
+) -> None:
     try:
         args = [env[v] for v in node.inputs]
-        out = rule(RuleContext(bb, graph, node), *args, **node.attrs)
+        if node.is_opaque:
+            out = calls.call(opaque[node.name], node, args)
+        else:
+            out = RULES[node.op](RuleContext(bb, graph, node), *args, **node.attrs)
         outs = out if isinstance(out, tuple) else (out,)
         if len(outs) != len(node.outputs):
             raise BackendError(f"{describe_node(node)}: rule gave {len(outs)} outputs, node has {len(node.outputs)}")
@@ -97,20 +127,23 @@ def _param_const(data: np.ndarray) -> relax.Constant:
 def lower_to_relax(graph: Graph) -> tvm.IRModule:
     """An IRModule whose "main" computes `graph` (inputs in order; parameters as constants).
 
-    Raises BackendError naming the node for an opaque node, an op without a rule,
-    or a rule that fails; and naming the input for an input without a static type.
+    Raises BackendError naming the nodes that neither a rule nor TVM's frontends
+    lower (all of them, before any work), or a rule that fails; and naming the
+    input for an input without a static type.
     """
     if not graph.outputs:
         raise BackendError(f"graph '{graph.name}' has no outputs")
     bb = relax.BlockBuilder()
     params = [_input_var(graph, name) for name in graph.inputs]
+    opaque = _plan_opaque(graph)
+    calls = OpaqueCalls(bb)
     env: dict[str, relax.Expr] = dict(zip(graph.inputs, params))
     env.update({name: _param_const(p.data) for name, p in graph.params.items()})
     with bb.function("main", params):
         with bb.dataflow():
             for node in graph.nodes:
-                _lower_node(bb, graph, node, env)
+                _lower_node(bb, graph, node, env, opaque, calls)
             outs = [env[o] for o in graph.outputs]
             result = bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
         bb.emit_func_output(result)
-    return bb.get()
+    return inline_opaque(bb.get())
