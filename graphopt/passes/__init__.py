@@ -32,8 +32,10 @@ from graphopt.passes import (  # noqa: E402,F401  (registers)  # noqa: E402,F401
     binarize,
     convert_bf16,
     convert_fp16,
+    correct_bias,
     eliminate_dead_code,
     eliminate_identity,
+    equalize_cross_layer,
     fold_bn,
     fold_constants,
     fuse_gelu,
@@ -46,5 +48,7 @@ from graphopt.passes import (  # noqa: E402,F401  (registers)  # noqa: E402,F401
     quantize,
     quantize_lut,
     quantize_pow2,
+    quantize_weights,
+    round_adaptive,
     share_weights,
 )

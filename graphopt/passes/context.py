@@ -24,6 +24,8 @@ class PassContext:
     calibration: input sets that calibrating passes (quantize, correct-bias)
         observe; kept apart from `inputs` so a pass is never verified on the data it
         was fitted to. `calibration_sets` falls back to seeded random inputs.
+    reference: the float graph a quantized graph came from (the graph right before
+        `quantize`); correct-bias and round-adaptive compare against its layers.
     log: receives one progress line per pass (e.g. `print`); None is silent.
     history: the passes run so far in the current pipeline (set by the manager).
     """
@@ -33,6 +35,7 @@ class PassContext:
     verify_structure: bool = True
     inputs: Sequence[Sequence[np.ndarray]] | None = None
     calibration: Iterable[Sequence[np.ndarray]] | None = None
+    reference: "Graph | None" = None
     log: Callable[[str], None] | None = None
     history: list["Pass"] = field(default_factory=list)
 
