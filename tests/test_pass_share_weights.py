@@ -165,15 +165,17 @@ def test_digits_shared_sixteen_ways_on_both_frontends(frontend, kind):
     assert stored_bytes(out.graph, names) < stored_bytes(g, names) / 6  # 4-bit indices + 16 centroids
     assert count_params(out.graph).nbytes < count_params(g).nbytes
     base, shared = accuracy(g, kind), accuracy(out.graph, kind)
-    tuned = finetune_shared(out.graph, digits_batches(kind)[0], CE, epochs=2, optimizer="adam", lr=1e-3, log=None)
-    after = accuracy(tuned.graph, kind)
-    print(
-        f"\n{kind}/{frontend} share-weights{{clusters=16}}: float {base:.4f} ({count_params(g).nbytes} B), "
-        f"shared {shared:.4f}, centroids fine-tuned {after:.4f} ({count_params(tuned.graph).nbytes} B; "
-        f"shared weights {stored_bytes(g, names)} -> {stored_bytes(tuned.graph, names)} B)"
-    )
-    assert tuned.epoch_losses[-1] < tuned.epoch_losses[0]
-    assert shared >= base - 0.02 and after >= base - 0.02
+    line = f"\n{kind}/{frontend} share-weights{{clusters=16}}: float {base:.4f} ({count_params(g).nbytes} B), "
+    line += f"shared {shared:.4f} ({count_params(out.graph).nbytes} B; weights {stored_bytes(g, names)} -> "
+    line += f"{stored_bytes(out.graph, names)} B)"
+    assert shared >= base - 0.02
+    if frontend == "fx":  # the same weights on both frontends; fine-tune once
+        tuned = finetune_shared(out.graph, digits_batches(kind)[0], CE, epochs=2, optimizer="adam", lr=1e-3, log=None)
+        after = accuracy(tuned.graph, kind)
+        line += f", centroids fine-tuned {after:.4f}"
+        assert tuned.epoch_losses[-1] < tuned.epoch_losses[0] and after >= base - 0.02
+        assert count_params(tuned.graph).nbytes == count_params(out.graph).nbytes
+    print(line)
     second_run_is_unchanged(out.graph, "share-weights{clusters=16}")
 
 

@@ -54,7 +54,7 @@ class Binarize(Pass):
 
     def tolerance(self) -> Tolerance:
         # One bit per weight: outputs of an untrained-for-binary model are not preserved
-        # (often near 0 dB); binary networks are trained binary. Shapes and finiteness are checked.
+        # (often near 0 dB); binary networks are trained binary. Output shapes are checked.
         return Tolerance.bounded()
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:

@@ -57,7 +57,7 @@ class QuantizePow2(Pass):
         # Log-domain rounding errs by up to a factor 2^0.5 per weight (~13-14 dB weight SQNR at any
         # bits >= 4: more bits widen the range, not the step). The errors add up layer by layer:
         # measured output SQNR ~17 dB on the digits CNN but ~3 dB on ResNet-18, so no output bound
-        # holds in general; fine-tuning (INQ) is what restores accuracy. Shapes and finiteness are checked.
+        # holds in general; fine-tuning (INQ) is what restores accuracy. Output shapes are checked.
         return Tolerance.bounded()
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
