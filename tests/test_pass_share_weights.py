@@ -146,6 +146,16 @@ def test_one_sgd_step_moves_each_centroid_by_its_summed_gradient():
     np.testing.assert_allclose(out.param("fc1.weight").encoding.centroids, book.centroids - 0.1 * summed, rtol=1e-5)
 
 
+def test_finetune_shared_when_module_order_differs_from_graph_order():
+    """fold-bn adds conv biases last; the fx module orders its parameters by first use."""
+    g = Pipeline.parse("fold-bn,share-weights{clusters=4}").run(digits("cnn", "fx")).graph
+    assert list(g.params).index("features.0.bias") > list(g.params).index("fc.weight")
+    out = finetune_shared(g, digits_batches("cnn")[0][:3], CE, optimizer="sgd", lr=0.05, log=None).graph
+    for name in ("features.0.weight", "features.3.weight", "features.7.weight", "fc.weight"):
+        assert np.unique(out.params[name].data).size == 4
+        np.testing.assert_array_equal(out.params[name].encoding.indices, g.params[name].encoding.indices)
+
+
 def test_finetune_shared_needs_a_codebook():
     with pytest.raises(TrainError, match="graph 'tiny' has no trainable parameter with a Codebook encoding"):
         finetune_shared(tiny_mlp(), [], CE)

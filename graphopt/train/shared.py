@@ -40,7 +40,7 @@ from torch import nn
 from graphopt.errors import TrainError
 from graphopt.ir.encodings import Codebook
 from graphopt.ir.graph import Graph
-from graphopt.ir.types import dtype_from_numpy, from_torch_tensor, is_float
+from graphopt.ir.types import from_torch_tensor
 from graphopt.train.loop import TrainResult, train
 
 __all__ = ["finetune_shared", "CentroidOptimizer", "SharedWeight"]
@@ -120,7 +120,8 @@ def finetune_shared(
         )
     if "optimizer" in train_kw:
         raise TrainError("finetune_shared: pass the optimizer once")
-    factory = _Factory(graph, names, _inner_factory(optimizer, lr, momentum, weight_decay, optimizer == "adam"))
+    order = _trainable_order(graph, train_kw.get("impls"))
+    factory = _Factory(graph, names, order, _inner_factory(optimizer, lr, momentum, weight_decay, optimizer == "adam"))
     result = train(graph, data, loss_fn, optimizer=factory, **train_kw)
     for s in factory.optimizer.shared:
         dtype = graph.params[s.name].data.dtype.name
@@ -131,14 +132,14 @@ def finetune_shared(
 
 
 class _Factory:
-    """Called by `train` with the module's trainable parameters (graph parameter order); builds the optimizer."""
+    """Called by `train` with the module's trainable parameters (in `order`); builds the optimizer."""
 
-    def __init__(self, graph: Graph, names: list[str], make_inner):
-        self.graph, self.names, self.make_inner = graph, names, make_inner
+    def __init__(self, graph: Graph, names: list[str], order: list[str], make_inner):
+        self.graph, self.names, self.order, self.make_inner = graph, names, order, make_inner
         self.optimizer: CentroidOptimizer | None = None
 
     def __call__(self, params: list[nn.Parameter]) -> CentroidOptimizer:
-        order = [n for n, p in self.graph.params.items() if p.trainable and is_float(dtype_from_numpy(p.data.dtype))]
+        order = self.order
         if len(order) != len(params):
             raise TrainError(
                 f"finetune_shared: expected {len(order)} trainable parameters, the module has {len(params)}"
@@ -162,6 +163,13 @@ class _Factory:
         if p.mask is not None:
             fixed[torch.from_numpy(np.unique(book.indices[~p.mask]).astype(np.int64)).to(device)] = True
         return SharedWeight(name, weight, centroids, indices, fixed, centroids.detach()[fixed].clone())
+
+
+def _trainable_order(graph: Graph, impls) -> list[str]:
+    """Graph names of the module's trainable parameters in `module.parameters()` order (fx orders them by first use)."""
+    module = graph.to_torch(impls=impls)
+    names = {attr: name for name, attr in module.param_names.items()}
+    return [names[attr] for attr, p in module.named_parameters() if p.requires_grad]
 
 
 def _inner_factory(spec, lr, momentum, weight_decay, adam: bool):
