@@ -4,10 +4,11 @@
 
 Each float weight of a conv, linear or matmul (its parameter operand) becomes
 an integer parameter (`bits`=8: int8, 4: int4, stored two per byte) feeding a
-`dequantize`. With `group` > 0 the scales are blocked along the reduction axis
-(ONNX's blocked layout: one scale per `group` consecutive input channels of
-each output channel; for a conv, per kernel position); with `group=0`, or a
-reduction axis no longer than `group`, one scale per output channel.
+`dequantize`. `scales=per-group` (default) blocks the scales along the reduction
+axis (ONNX's blocked layout: one scale per `group` consecutive input channels of
+each output channel; for a conv, per kernel position), falling back to one scale
+per output channel where the reduction axis is no longer than `group`;
+`per-channel` gives one scale per output channel, `per-tensor` one in all.
 symmetric=true: zero point 0 over the narrow range [-(2^(b-1)-1), 2^(b-1)-1]
 (int4: [-7, 7]); symmetric=false: uint4/uint8 with a zero point per scale,
 over [min(w, 0), max(w, 0)]. A weight read by several nodes is quantized once.
@@ -16,19 +17,19 @@ over [min(w, 0), max(w, 0)]. A weight read by several nodes is quantized once.
 a wider integer type per output channel (what `quantize` writes: int8 on axis 0)
 to `bits`, from their dequantized values (a second rounding of at most half an
 int8 step), and rescales a conv/linear int32 bias to the new s_x * s_w. That
-gives W4A8: `quantize,quantize-weights{bits=4 group=0 requantize=true}`.
+gives W4A8: `quantize,quantize-weights{bits=4 scales=per-channel requantize=true}`.
 Otherwise a weight that already feeds a dequantize is left alone, so a second run
 changes nothing.
 
 ONNX: DequantizeLinear takes int4 and block_size from opset 21; emit with
 `to_onnx(opset=21)` (the emitter refuses lower opsets, naming the node).
-Stats: `quantized` weights, `skipped` with `skipped_reasons`, `bits`, `group`.
+Stats: `quantized` weights, `skipped` with `skipped_reasons`, `bits`, `scales`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -59,6 +60,7 @@ class QuantizeWeights(Pass):
 
     name: ClassVar[str] = "quantize-weights"
     bits: int = 4
+    scales: Literal["per-group", "per-channel", "per-tensor"] = "per-group"
     group: int = 128
     symmetric: bool = True
     requantize: bool = False
@@ -68,8 +70,8 @@ class QuantizeWeights(Pass):
     def __post_init__(self):
         if self.bits not in (4, 8):
             raise ValueError(f"{self.name}: bits must be 4 or 8, got {self.bits}")
-        if self.group < 0:
-            raise ValueError(f"{self.name}: group must be >= 0 (0 = per output channel), got {self.group}")
+        if self.group < 1:
+            raise ValueError(f"{self.name}: group must be at least 1, got {self.group}")
         unknown = [op for op in self.ops if op not in TARGETS]
         if unknown:
             raise ValueError(f"{self.name}: ops {unknown} have no weights to quantize; choose from {TARGETS}")
@@ -90,7 +92,7 @@ class QuantizeWeights(Pass):
             count += self._requantize_all(graph, skipped)
         graph.cleanup()
         stats = {"quantized": count, "skipped": len(skipped), "skipped_reasons": skipped}
-        stats.update(bits=self.bits, group=self.group)
+        stats.update(bits=self.bits, scales=self.scales if self.scales != "per-group" else f"per-group of {self.group}")
         return PassResult(graph, count > 0, stats)
 
     # ---- float weights ----------------------------------------------------------------------
@@ -138,8 +140,10 @@ class QuantizeWeights(Pass):
             graph.set_inputs(reader, [dq.output if v == t.param else v for v in reader.inputs])
 
     def _layout(self, shape: tuple[int, ...], t: _Target) -> tuple[int | None, int | None]:
-        """(dequantize axis, block_size): blocked along the reduction axis, or per output channel."""
-        if self.group and shape[t.in_axis] > self.group:
+        """(dequantize axis, block_size): blocked along the reduction axis, per output channel, or per tensor."""
+        if self.scales == "per-tensor":
+            return None, None
+        if self.scales == "per-group" and shape[t.in_axis] > self.group:
             return t.in_axis, self.group
         return t.out_axis, None
 
