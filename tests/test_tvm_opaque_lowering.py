@@ -185,12 +185,6 @@ def test_topk_cumsum_lower_to_relax_that_matches_torch():
     assert_matches(tuple(o.numpy() for o in out), tuple(w.numpy() for w in model(X)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BackendError,
-    reason="schedule.fold_weight_packing: SplitLayoutRewritePreproc fails on TIR kernels without "
-    "compute blocks (topi topk/cumsum): 'There should be a compute block ...'",
-)
 def test_topk_cumsum_build_for_x86():
     model = make(TopkCumsum)
     assert_matches(graphopt.optimize(model, example_inputs=(X,), target="x86")(X), model(X))

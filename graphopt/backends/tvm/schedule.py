@@ -35,9 +35,10 @@ import shutil
 from collections.abc import Callable, Sequence
 
 import tvm
-from tvm import relax
+from tvm import relax, s_tir
 from tvm.ir import IRModule
 from tvm.s_tir import dlight as dl
+from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.s_tir.meta_schedule import Database
 from tvm.target import Target
 
@@ -45,6 +46,7 @@ from graphopt.errors import BackendError
 
 from .relax_passes import graphopt_relax_passes
 from .schedules import cpu_rules
+from .schedules.conv2d import LAYOUT_REWRITE_PREPROC
 from .targets import TargetSpec, resolve_target, target_is_gpu
 
 __all__ = [
@@ -126,13 +128,35 @@ def apply_default_schedules(
 
 
 def fold_weight_packing(mod: IRModule) -> IRModule:
-    """Move weight-repacking blocks into their own kernels and run them at build time on constant weights."""
+    """Move weight-repacking blocks into their own kernels and run them at build time on constant weights.
+
+    Only kernels holding a repacking block go through TVM's split (it refuses
+    kernels without compute blocks, such as topk or cumsum); the others are
+    set aside meanwhile and put back unchanged.
+    """
+    aside = {gv: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and not _has_packing_block(f)}
+    if len(aside) == sum(isinstance(f, tvm.tirx.PrimFunc) for _, f in mod.functions_items()):
+        return mod
+    kept = IRModule({gv: f for gv, f in mod.functions_items() if gv not in aside}, attrs=mod.attrs)
     passes = [
         relax.transform.SplitLayoutRewritePreproc(),
         relax.transform.FoldConstant(),
         relax.transform.DeadCodeElimination(),
     ]
-    return tvm.transform.Sequential(passes)(mod)
+    out = tvm.transform.Sequential(passes)(kept)
+    for gv, f in aside.items():
+        out[gv] = f
+    return relax.transform.DeadCodeElimination()(out)
+
+
+def _has_packing_block(func) -> bool:
+    """Whether a kernel's root holds a block marked as weight repacking (the CPU rules put it there)."""
+    try:
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(get_root_block(sch))
+    except Exception:  # noqa: BLE001 - kernels without a root block (extern calls) hold none
+        return False
+    return any(LAYOUT_REWRITE_PREPROC in sch.get(b).annotations for b in blocks)
 
 
 def _check_scheduled(mod: IRModule) -> None:
