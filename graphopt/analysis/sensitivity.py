@@ -2,7 +2,8 @@
 
 `sensitivity(graph, calibration)` calibrates every candidate value once, then
 for each node the quantize pass would touch, quantizes that node alone (its
-weights, activation inputs and output) on a copy of the graph and measures the
+weights and activation inputs; its output only feeds float ops then, so it
+stays float) on a copy of the graph and measures the
 SQNR of the graph's outputs against the float graph on `inputs` (the
 calibration sets when not given). Rows come sorted, most sensitive first;
 `SensitivityReport.table()` prints them. The graph is never modified.

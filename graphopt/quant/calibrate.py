@@ -62,7 +62,7 @@ def calibrate_ranges(
     *,
     method: str = "minmax",
     dtype: str = "int8",
-    symmetric: bool = True,
+    symmetric: bool | str = True,
     percentile: float = 99.99,
     samples: int = 128,
     log: Callable[[str], None] | None = None,

@@ -8,6 +8,9 @@
 - `mse`: the clipping threshold that minimises the expected squared quantization
   error (clipping error of the tail, plus step**2 / 12 for every value inside).
 
+With symmetric="auto", the side of the search (symmetric or not) is chosen from
+the observed min and max as `scales.is_symmetric` chooses the final range.
+
 The histogram observers keep one histogram over [-m, m] (`bins` bins a side).
 When a batch exceeds m, m doubles (as often as needed) and pairs of bins merge,
 which is exact: no value moves to a bin it does not belong to, and one pass
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphopt.ir.ops import quant_range
+from graphopt.quant.scales import is_symmetric
 
 OBSERVERS = ("minmax", "percentile", "entropy", "mse")
 
@@ -54,7 +58,7 @@ class HistogramObserver:
     method: str = "percentile"
     percentile: float = 99.99
     dtype: str = "int8"
-    symmetric: bool = True
+    symmetric: bool | str = True  # or "auto": decided from the observed min and max
     bins: int = 2048  # a side
     minmax: MinMaxObserver = field(default_factory=MinMaxObserver)
     limit: float = 0.0  # m: the histogram covers [-m, m]
@@ -98,11 +102,12 @@ class HistogramObserver:
         lo, hi = self.minmax.range()
         if self.limit == 0.0:
             return lo, hi
-        if self.method == "percentile" and not self.symmetric:
+        symmetric = is_symmetric(lo, hi, self.symmetric)
+        if self.method == "percentile" and not symmetric:
             return self._two_sided_percentile(lo, hi)
-        t = {"percentile": self._percentile, "entropy": self._entropy, "mse": self._mse}[self.method]()
+        t = {"percentile": self._percentile, "entropy": self._entropy, "mse": self._mse}[self.method](symmetric)
         t = min(t, max(-lo, hi))
-        return (-t, t) if self.symmetric else (max(lo, -t), min(hi, t))
+        return (-t, t) if symmetric else (max(lo, -t), min(hi, t))
 
     @property
     def width(self) -> float:
@@ -114,7 +119,7 @@ class HistogramObserver:
         last = np.flatnonzero(a)
         return a[: last[-1] + 1] if last.size else a[:1]
 
-    def _percentile(self) -> float:
+    def _percentile(self, symmetric: bool) -> float:
         a = self._abs_hist()
         cdf = np.cumsum(a) / a.sum()
         return (int(np.searchsorted(cdf, self.percentile / 100.0)) + 1) * self.width
@@ -127,19 +132,19 @@ class HistogramObserver:
         high = edges[int(np.searchsorted(cdf, 1.0 - tail)) + 1]
         return max(lo, float(low)), min(hi, float(high))
 
-    def _mse(self) -> float:
+    def _mse(self, symmetric: bool) -> float:
         """The threshold t (a bin edge) minimising the expected squared error of quantizing to [-t, t]."""
         qmin, qmax = quant_range(self.dtype)
         a = self._abs_hist()
         centers = (np.arange(a.size) + 0.5) * self.width
         t = (np.arange(a.size) + 1.0)[:, None] * self.width  # candidate thresholds, one per row
-        step = (2.0 * t if self.symmetric else t) / (qmax - qmin)
+        step = (2.0 * t if symmetric else t) / (qmax - qmin)
         clipped = np.where(centers[None, :] > t, (centers[None, :] - t) ** 2, step**2 / 12.0)
         return float(t[int(np.argmin(clipped @ a)), 0])
 
-    def _entropy(self) -> float:
+    def _entropy(self, symmetric: bool) -> float:
         """TensorRT's threshold: minimise KL(reference clipped at t || its 128-level quantization)."""
-        levels = (quant_range(self.dtype)[1] - quant_range(self.dtype)[0] + 1) // (2 if self.symmetric else 1)
+        levels = (quant_range(self.dtype)[1] - quant_range(self.dtype)[0] + 1) // (2 if symmetric else 1)
         a = self._abs_hist()
         a[0] -= self.zeros
         if a.size <= levels:
@@ -171,7 +176,7 @@ def _clipped_kl(a: np.ndarray, i: int, levels: int) -> float:
     return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
 
-def make_observer(method: str, *, dtype: str = "int8", symmetric: bool = True, percentile: float = 99.99):
+def make_observer(method: str, *, dtype: str = "int8", symmetric: bool | str = True, percentile: float = 99.99):
     """A fresh observer for `method` (one of OBSERVERS)."""
     if method == "minmax":
         return MinMaxObserver()

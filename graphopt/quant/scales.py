@@ -3,6 +3,10 @@
 Activations: `activation_qparams(lo, hi, dtype, symmetric)`. Symmetric ranges
 are [-t, t] with t = max(|lo|, |hi|): int8 gets zero point 0, uint8 gets 128.
 Asymmetric ranges always contain 0 (so zero padding and ReLU's 0 are exact).
+symmetric="auto" picks per range: symmetric when the shorter side reaches
+`ROUGHLY_SYMMETRIC` of the longer (the asymmetric step would be at most ~10 %
+finer, not worth a zero point), asymmetric otherwise (ReLU, GELU and softmax
+outputs, which a symmetric range would give half its levels for nothing).
 Weights: `weight_qparams(w, axis)` is symmetric int8 over the narrow range
 [-127, 127], per channel along `axis` (None = per tensor), zero point 0.
 """
@@ -15,17 +19,26 @@ from graphopt.ir.ops import quant_range
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127
 _TINY = np.float32(2**-24)  # floor on a scale, so an all-zero tensor still quantizes (to 0)
+ROUGHLY_SYMMETRIC = 0.8  # min(|lo|, hi) / max(|lo|, hi) from which symmetric="auto" stays symmetric
+
+
+def is_symmetric(lo: float, hi: float, symmetric: bool | str = "auto") -> bool:
+    """Whether the range [lo, hi] is quantized symmetrically under the option `symmetric` (True, False, "auto")."""
+    if symmetric != "auto":
+        return bool(symmetric)
+    short, long = sorted((max(-float(lo), 0.0), max(float(hi), 0.0)))
+    return long == 0.0 or short >= ROUGHLY_SYMMETRIC * long
 
 
 def activation_qparams(
-    lo: float, hi: float, dtype: str = "int8", symmetric: bool = True
+    lo: float, hi: float, dtype: str = "int8", symmetric: bool | str = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scale float32 0-d, zero point 0-d of `dtype`) covering the real range [lo, hi]."""
     qmin, qmax = quant_range(dtype)
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError(f"cannot quantize the range [{lo}, {hi}]: it is not finite")
-    if symmetric:
+    if is_symmetric(lo, hi, symmetric):
         t = max(-lo, hi)
         scale = np.float32(max(2.0 * t / (qmax - qmin), _TINY))
         zero = (qmin + qmax + 1) // 2  # int8: 0, uint8: 128
@@ -59,7 +72,7 @@ def quantize_array(x, scale, zero_point, axis: int | None, qmin: int, qmax: int)
     return np.clip(np.round(x / s) + z, qmin, qmax)
 
 
-def fake_quantize(x, lo: float, hi: float, dtype: str = "int8", symmetric: bool = True) -> np.ndarray:
+def fake_quantize(x, lo: float, hi: float, dtype: str = "int8", symmetric: bool | str = True) -> np.ndarray:
     """x quantized to the range [lo, hi] and back (what a Q/DQ pair computes), float64."""
     scale, zero = activation_qparams(lo, hi, dtype, symmetric)
     qmin, qmax = quant_range(dtype)
