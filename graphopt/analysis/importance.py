@@ -41,7 +41,12 @@ def _is_norm_scale(graph: "Graph", name: str) -> bool:
 
 
 def _float_params(graph: "Graph", group: Group) -> list[GroupMember]:
-    return [m for m in group.params() if np.issubdtype(graph.params[m.value].data.dtype, np.floating)]
+    """The learned float tensors of a group: weights, biases, norm scales (not frozen running statistics)."""
+    return [
+        m
+        for m in group.params()
+        if graph.params[m.value].trainable and np.issubdtype(graph.params[m.value].data.dtype, np.floating)
+    ]
 
 
 def magnitude(graph: "Graph", group: Group, power: int) -> np.ndarray:

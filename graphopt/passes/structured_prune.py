@@ -73,13 +73,17 @@ class StructuredPrune(Pass):
         stats: dict[str, Any] = {"groups": 0, self.unit_word: "0/0"}
         if self.ratio == 0.0 or not chosen:
             if not chosen:
-                stats["reason"] = "no prunable group" + (f" ({_first_reasons(skipped)})" if skipped else "")
+                why = _first_reasons(skipped) if skipped else f"the graph has no {' or '.join(self.kinds)} group"
+                stats["reason"] = f"no prunable group ({why})"
             stats["skipped"] = len(skipped)
             _log_skipped(ctx, self, skipped)
             return PassResult(graph, False, stats)
         grads = None
         if self.importance == "taylor":
-            grads = gradients(graph, _take(ctx.calibration_sets(graph, self.samples), self.samples))
+            try:
+                grads = gradients(graph, _take(ctx.calibration_sets(graph, self.samples), self.samples))
+            except ValueError as e:
+                raise PassError(f"{self}: {e}") from None
         scores, used = {}, set()
         for g in chosen:
             scores[g], criterion = unit_importance(graph, g, self.importance, grads=grads, seed=ctx.seed)
@@ -110,7 +114,7 @@ class StructuredPrune(Pass):
     def _check_ignore(self, graph: "Graph") -> None:
         for name in self.ignore:
             if not (graph.has_node(name) or name in graph.params):
-                raise ValueError(f"{self.name}: ignore names '{name}', which is neither a node nor a parameter")
+                raise PassError(f"{self}: ignore names '{name}', which is neither a node nor a parameter of the graph")
 
     def _candidates(self, graph: "Graph") -> tuple[list[Group], list[tuple[Group, str]]]:
         chosen, skipped = [], []
