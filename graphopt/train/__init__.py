@@ -18,12 +18,15 @@ from graphopt.train.distill import DistillLoss, FeatureMatch, distill
 from graphopt.train.distributed import DistributedContext, current_context, init_distributed, shutdown_distributed
 from graphopt.train.evaluate import accuracy, evaluate
 from graphopt.train.loop import TrainResult, train
+from graphopt.train.qat import QATResult, qat
 from graphopt.train.schedules import iterative_prune, polynomial_sparsity, sparsity_schedule
 from graphopt.train.shared import finetune_shared
 
 __all__ = [
     "train",
     "TrainResult",
+    "qat",
+    "QATResult",
     "evaluate",
     "accuracy",
     "init_distributed",

@@ -175,7 +175,7 @@ def _quantize(w: np.ndarray, graph: Graph, dq, attrs) -> np.ndarray:
     shape, axis, block = w.shape, dq.attrs["axis"], dq.attrs["block_size"]
     scale = torch.from_numpy(np.ascontiguousarray(expand(s.astype(np.float32), shape, axis, block)))
     zero = expand(z.astype(np.float32), shape, axis, block)
-    y = (torch.from_numpy(np.asarray(w, np.float32)) / scale).numpy()
+    y = (torch.from_numpy(np.array(w, np.float32)) / scale).numpy()
     q = np.clip(np.round(y) + zero, attrs["qmin"], attrs["qmax"])
     return q.astype(numpy_dtype(attrs["dtype"]))
 
