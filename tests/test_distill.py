@@ -11,7 +11,7 @@ from graphopt.ir.fingerprint import fingerprint
 from graphopt.models.digits import DigitsMLP, load_digits_data, train_digits_model
 from graphopt.train import DistillLoss, FeatureMatch, distill, evaluate, train
 
-EPOCHS, LR, TEMPERATURE, ALPHA = 8, 1e-3, 2.0, 0.5
+EPOCHS, LR, TEMPERATURE, ALPHA = 4, 1e-3, 2.0, 0.5
 
 
 @pytest.fixture(scope="module")
