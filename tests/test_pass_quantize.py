@@ -97,6 +97,15 @@ def test_numerics_sqnr_bound_and_second_run_changes_nothing():
     assert again.records[0].stats["skipped_reasons"] == {"conv": "already quantized", "fc": "already quantized"}
 
 
+def test_tiny_activations_keep_their_precision():
+    # an untrained net can carry values around 1e-9 (seeded MobileNetV2 does): scales follow them down
+    g = conv_net()
+    tiny = [[s[0] * np.float32(1e-9)] for s in calib(g, 8)]
+    x = [calib(g, 1, seed=9)[0][0] * np.float32(1e-9)]
+    q = quantize(g, calibration=tiny, inputs=[x]).graph
+    assert sqnr_db(g.run(x)[0], q.run(x)[0]) > 25.0
+
+
 @pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
 def test_each_calibrator_quantizes_within_bound(method):
     g = conv_net()

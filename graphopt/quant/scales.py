@@ -18,7 +18,10 @@ import numpy as np
 from graphopt.ir.ops import quant_range
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127
-_TINY = np.float32(2**-24)  # floor on a scale, so an all-zero tensor still quantizes (to 0)
+# floor on a scale, so an all-zero tensor still quantizes (to 0); the smallest normal float32, not a
+# larger "small" number: a model whose activations are all ~1e-9 (seeded, untrained MobileNetV2) must
+# keep them, as onnxruntime's quantizer does
+_TINY = np.finfo(np.float32).tiny
 ROUGHLY_SYMMETRIC = 0.8  # min(|lo|, hi) / max(|lo|, hi) from which symmetric="auto" stays symmetric
 
 
