@@ -215,8 +215,9 @@ def measure(kind: str, path: Path, data: Path, budget: float, timeout: float) ->
         return {"error": f"not done after {timeout:.0f} s (build + runs)", "load": load}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = [line for line in (proc.stderr or proc.stdout).strip().splitlines() if line.strip()][-1:] or ["?"]
-        return {"error": tail[0][:160], "load": load}
+        lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()] or ["?"]
+        errors = [line for line in lines if "Error" in line]  # the exception, not the last line of a dump
+        return {"error": (errors or lines)[-1][:160], "load": load}
     result = {**json.loads(lines[-1]), "load": load}
     result["outputs"] = np.load(path.with_suffix(f".{kind}.out.npy"))
     return result
