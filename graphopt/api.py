@@ -17,7 +17,7 @@ import onnx
 import torch
 
 from graphopt.backends.torch import to_tensor
-from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_TARGET
+from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_TARGET, pipeline_text
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
 from graphopt.passes import Pipeline, default_instruments
@@ -58,7 +58,7 @@ def run_pipeline_on(
     calibration: Iterable[Sequence[np.ndarray]] | None = None,
     notice: Callable[[str], None] | None = None,
 ) -> tuple[Graph, Pipeline]:
-    """Run `pipeline` (None = DEFAULT_PIPELINE, "" = none) on a copy of `graph`.
+    """Run `pipeline` (None or "default" = DEFAULT_PIPELINE, "" = none) on a copy of `graph`.
 
     calibration: input sets (each in graph-input order) for passes that calibrate.
     notice: called once with a warning when a pass calibrates on seeded random
@@ -66,11 +66,7 @@ def run_pipeline_on(
     """
     from graphopt.quant.calibration_data import NoticingContext
 
-    pipe = (
-        pipeline
-        if isinstance(pipeline, Pipeline)
-        else Pipeline.parse(DEFAULT_PIPELINE if pipeline is None else pipeline)
-    )
+    pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline.parse(pipeline_text(pipeline))
     inputs = None
     if example_inputs is not None:
         xs = example_inputs if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
@@ -96,7 +92,7 @@ def optimize(
 ) -> "CompiledModel":
     """Compile `model` for `target` ("x86", "arm", "cuda", ... or a TVM target dict).
 
-    pipeline: pass pipeline text or a Pipeline; None runs DEFAULT_PIPELINE.
+    pipeline: pass pipeline text or a Pipeline; None or "default" runs DEFAULT_PIPELINE.
     tune: MetaSchedule trials; records go to (and resume from) the directory `db`.
     db without tune: reuse an existing tuning database for the build.
     verify: check every pass numerically against the graph before it.

@@ -1,7 +1,7 @@
 """The `graphopt` command line, in the style of mlir-opt.
 
     graphopt passes [NAME ...]                       the pass registry
-    graphopt opt -p PIPELINE in.onnx -o out.onnx     run a pipeline on a model
+    graphopt opt [-p PIPELINE] in.onnx -o out.onnx   run a pipeline (default: the cleanups) on a model
     graphopt show model.onnx                         print a model's IR
     graphopt demo [--model NAME]                     the end-to-end tour on a bundled model
 

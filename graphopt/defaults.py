@@ -7,3 +7,11 @@ DEFAULT_PIPELINE = (
     "fold-bn,fold-constants,eliminate-identity,fuse-linear-bias,fuse-gelu,fuse-layer-norm,eliminate-dead-code"
 )
 DEFAULT_TARGET = "x86"
+DEFAULT_PIPELINE_NAME = "default"  # `-p default` / pipeline="default" names DEFAULT_PIPELINE
+
+
+def pipeline_text(pipeline: str | None) -> str:
+    """The pipeline text to parse: None or 'default' is DEFAULT_PIPELINE; '' is no passes."""
+    if pipeline is None or pipeline.strip() == DEFAULT_PIPELINE_NAME:
+        return DEFAULT_PIPELINE
+    return pipeline

@@ -264,7 +264,7 @@ def test_failing_pass_writes_nothing(capsys, bn_model, tmp_path):
 
 def test_usage_errors_exit_2(capsys, bn_model):
     path, _, _ = bn_model
-    assert cli(capsys, "opt", path)[0] == 2  # no -p
+    assert cli(capsys, "opt")[0] == 2  # no input file
     assert cli(capsys, "frobnicate")[0] == 2
     assert cli(capsys)[0] == 2
     assert cli(capsys, "--help")[0] == 0

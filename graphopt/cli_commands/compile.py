@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 from graphopt.cli_commands.calibration import add_calib_argument, load_calibration
-from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_TARGET
+from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_PIPELINE_NAME, DEFAULT_TARGET
 
 HELP = "compile an ONNX model with TVM for x86, arm or cuda and save it"
 
@@ -47,7 +47,7 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         "--pipeline",
         default=None,
         metavar="PIPELINE",
-        help=f"pass pipeline (default: {DEFAULT_PIPELINE}; '' for none)",
+        help=f"pass pipeline (default: '{DEFAULT_PIPELINE_NAME}', i.e. {DEFAULT_PIPELINE}; '' for none)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the per-pass numerical check")
     add_calib_argument(parser)

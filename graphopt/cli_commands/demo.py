@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_TARGET
+from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_TARGET, pipeline_text
 
 HELP = "trace, optimize, export, compile and check a bundled model (default: a CNN trained on digits)"
 DIGITS_MODELS = ("digits_cnn", "digits_mlp")
@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     progress = args.progress
     if args.model not in list_models():
         raise GraphoptError(f"unknown model '{args.model}'; bundled models: {', '.join(list_models())}")
-    pipeline = Pipeline.parse(args.pipeline)
+    pipeline = Pipeline.parse(pipeline_text(args.pipeline))
     out_path = Path(args.out) / "model.onnx"
 
     model, example, data = _build(args, progress)
@@ -157,7 +157,7 @@ def _tvm_runner(graph, args: argparse.Namespace, progress) -> Callable[[Sequence
     from graphopt.backends.tvm.compiled import compile_graph
 
     with progress.step(f"compiling with TVM for {args.target}"):
-        compiled = compile_graph(graph, args.target, pipeline=args.pipeline)
+        compiled = compile_graph(graph, args.target, pipeline=pipeline_text(args.pipeline))
     path = Path(args.out) / "model.so"
     compiled.save(path)
     progress.log(f"  saved {path} (+ {path.name}.json)")

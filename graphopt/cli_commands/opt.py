@@ -1,7 +1,8 @@
 """Run a pass pipeline on an ONNX model and write the result.
 
 The pipeline is MLIR-style text: passes separated by commas, options in braces,
-e.g. 'fold-bn,eliminate-dead-code' (see 'graphopt passes'). After every pass the
+e.g. 'fold-bn,eliminate-dead-code' (see 'graphopt passes'); without -p (or with
+'-p default') the default cleanup pipeline runs. After every pass the
 graph is verified structurally and, unless --no-verify, numerically against the
 graph before the pass on seeded inputs, within the tolerance the pass declares.
 The output is written atomically, and only when every pass succeeded.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from graphopt.cli_commands.calibration import add_calib_argument, load_calibration
+from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_PIPELINE_NAME, pipeline_text
 
 HELP = "run a pass pipeline on an ONNX model"
 
@@ -25,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-p",
         "--pipeline",
-        required=True,
+        default=None,
         metavar="PIPELINE",
-        help="pass pipeline text, e.g. 'fold-bn,eliminate-dead-code'",
+        help=f"pass pipeline text, e.g. 'fold-bn,eliminate-dead-code' ({DEFAULT_PIPELINE_NAME}: {DEFAULT_PIPELINE})",
     )
     parser.add_argument(
         "-o",
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from graphopt.quant.calibration_data import NoticingContext
 
     progress = args.progress
-    pipeline = Pipeline.parse(args.pipeline)  # fail on a bad pipeline or -o before loading anything
+    pipeline = Pipeline.parse(pipeline_text(args.pipeline))  # fail on a bad pipeline or -o before loading anything
     if args.output is not None:
         check_output_path(args.output)
     graph = load_model(args.input)

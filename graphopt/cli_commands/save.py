@@ -18,13 +18,20 @@ import argparse
 import os
 
 from graphopt.cli_commands.calibration import add_calib_argument, load_calibration
+from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_PIPELINE_NAME, pipeline_text
 
 HELP = "run a pass pipeline on an ONNX model and write a compressed model file"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="IN.onnx", help="model to compress")
-    parser.add_argument("-p", "--pipeline", required=True, metavar="PIPELINE", help="pass pipeline text")
+    parser.add_argument(
+        "-p",
+        "--pipeline",
+        required=True,
+        metavar="PIPELINE",
+        help=f"pass pipeline text ('{DEFAULT_PIPELINE_NAME}': the cleanups, {DEFAULT_PIPELINE})",
+    )
     parser.add_argument("-o", "--output", required=True, metavar="OUT.gopt", help="where to write the file")
     parser.add_argument("--no-entropy", action="store_true", help="store packed n-bit streams without Huffman coding")
     parser.add_argument("--no-verify", action="store_true", help="skip the numerical check after each pass")
@@ -40,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from graphopt.storage import save_compressed
 
     progress = args.progress
-    pipeline = Pipeline.parse(args.pipeline)  # a bad pipeline or -o fails before any work
+    pipeline = Pipeline.parse(pipeline_text(args.pipeline))  # a bad pipeline or -o fails before any work
     check_output_path(args.output)
     graph = load_model(args.input)
     ctx = NoticingContext(
