@@ -1,0 +1,210 @@
+"""What every fuzzed model goes through, and the counts the fuzz suite reports.
+
+`check_model(arch, plan)`: trace (and, when asked, ONNX export -> load_onnx),
+the default exact pipeline and the plan's lossy passes under the pipeline's
+NumericalVerifier (exact passes within 1e-5, lossy ones within their declared
+bound), graph.verify(), emission to torch and to ONNX, and onnxruntime on the
+emitted model against graph.run. `check_tvm(graph, x)`: compile for x86 and run
+against graph.run; build for arm and cuda.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+from fuzz_arch import Arch, build
+from hypothesis import strategies as st
+
+import graphopt
+from graphopt.backends.onnxruntime import run_onnx
+from graphopt.defaults import DEFAULT_PIPELINE
+from graphopt.errors import EmitError, PassError
+from graphopt.passes import PassContext, Pipeline, default_instruments
+from graphopt.passes.base import sqnr_db
+
+COUNTS: Counter = Counter()  # summed over the session; printed by conftest's terminal summary
+
+# One weight-compression pass per plan, each with options a fuzzed model can take.
+COMPRESSION = (
+    "",
+    "prune-magnitude{sparsity=0.5}",
+    "prune-magnitude{sparsity=0.5 pattern=2:4}",
+    "share-weights{clusters=8}",
+    "quantize-lut{bits=4}",
+    "binarize",
+    "quantize-pow2{bits=4}",
+    "quantize-weights{bits=8 scales=per-channel}",
+    "convert-fp16",
+    "convert-bf16",
+    "equalize-cross-layer",
+)
+
+HALF = ("convert-fp16", "convert-bf16")
+
+
+@dataclass(frozen=True)
+class Plan:
+    prune_ratio: float  # 0 = no prune-channels
+    importance: str
+    compression: str
+    quantize: bool
+    onnx_import: bool
+
+    def pipeline(self) -> str:
+        passes = [DEFAULT_PIPELINE]
+        if self.prune_ratio:
+            passes.append(f"prune-channels{{ratio={self.prune_ratio} importance={self.importance}}}")
+        passes += [self.compression] if self.compression else []
+        passes += ["quantize"] if self.quantize else []
+        return ",".join(passes)
+
+
+@st.composite
+def plans(draw, onnx_share: int = 1) -> Plan:
+    """A plan; `onnx_share` = 1 in how many plans also import through ONNX."""
+    compression = draw(st.sampled_from(COMPRESSION))
+    return Plan(
+        prune_ratio=draw(st.sampled_from((0.0, 0.1, 0.25, 0.3, 0.5, 0.75))),
+        importance=draw(st.sampled_from(("l1", "l2", "random", "bn-scale"))),
+        compression=compression,
+        # fuzz bug 1 (tests/fuzz/test_regressions.py, /work/notes/fuzz_bugs.md): quantize crashes on a half graph
+        quantize=draw(st.booleans()) if compression not in HALF else False,
+        onnx_import=draw(st.integers(0, onnx_share - 1)) == 0,
+    )
+
+
+# Clear, documented refusals (an error naming the node or parameter, by design): the fuzzer counts them
+# and goes on. Anything else a stage raises is a finding.
+KNOWN_REFUSALS = (
+    # share-weights / quantize-lut refuse a layer with fewer weights than clusters (tests/test_pass_share_weights.py)
+    (PassError, r"has \d+ weights, fewer than the \d+ clusters asked", "codebook larger than a layer"),
+    # a torch op without a canonical form stays opaque and is emitted back only to torch (ARCHITECTURE.md)
+    (EmitError, r"opaque torch op '(aten\.\w+)\.\w+' cannot be emitted to ONNX", "no ONNX form for opaque {}"),
+)
+
+
+@contextmanager
+def refusals_allowed():
+    """Let a stage end in one of KNOWN_REFUSALS (counted); re-raise anything else."""
+    try:
+        yield
+    except (PassError, EmitError) as e:
+        for kind, pattern, label in KNOWN_REFUSALS:
+            m = re.search(pattern, str(e)) if isinstance(e, kind) else None
+            if m:
+                COUNTS["refused: " + label.format(*m.groups())] += 1
+                return
+        raise
+
+
+def onnx_import(model: torch.nn.Module, x: torch.Tensor) -> graphopt.Graph:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated
+        torch.onnx.export(model, (x,), buf, dynamo=False, do_constant_folding=False)
+    return graphopt.load_onnx(onnx.load_from_string(buf.getvalue()))
+
+
+def run_pipeline(graph: graphopt.Graph, x: np.ndarray, pipeline: str) -> graphopt.Graph:
+    """`pipeline` under the default instruments (numerical verifier on `x`); the input graph is untouched."""
+    text = str(graph)
+    ctx = PassContext(instruments=default_instruments(), inputs=[[x]])
+    out = Pipeline.parse(pipeline).run(graph, ctx)
+    assert str(graph) == text, "the pipeline changed its input graph"
+    out.graph.verify()
+    COUNTS["passes applied"] += len(Pipeline.parse(pipeline))
+    return out.graph
+
+
+def assert_close(actual, expected, *, atol: float, what: str) -> None:
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), atol=atol, rtol=atol, err_msg=f"{what}, output {i}")
+
+
+def check_emitters(graph: graphopt.Graph, x: np.ndarray, exact: bool, onnx_runs: bool = True) -> None:
+    """torch emission runs (graph.run) and onnxruntime on to_onnx() agrees with it.
+
+    Not `exact`: onnxruntime's integer Q/DQ kernels and half-precision arithmetic round
+    differently from torch's, so the two agree to an SQNR, not to 1e-4.
+    """
+    expected = graph.run([x])
+    module = graph.to_torch()
+    with torch.no_grad():
+        out = module(torch.from_numpy(x))
+    out = out if isinstance(out, (tuple, list)) else [out]
+    assert_close([o.numpy() for o in out], expected, atol=1e-6, what="to_torch() vs graph.run")
+    if not onnx_runs:
+        COUNTS["onnxruntime skipped (bfloat16, fuzz bug 2)"] += 1
+        return
+    model = graph.to_onnx()
+    onnx.checker.check_model(model, full_check=True)
+    got = run_onnx(model, [x])
+    COUNTS["onnxruntime runs"] += 1
+    if exact:
+        assert_close(got, expected, atol=1e-4, what="onnxruntime vs graph.run")
+        return
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+        assert sqnr_db(e, g) >= 25.0, f"onnxruntime vs graph.run, output {i}: SQNR {sqnr_db(e, g):.1f} dB"
+
+
+def check_model(arch: Arch, plan: Plan) -> graphopt.Graph:
+    """Every check on one model; returns the traced graph after the default pipeline."""
+    model, x = build(arch)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    COUNTS["models generated"] += 1
+    with torch.no_grad():
+        reference = [model(x).numpy()]
+    x_np = x.numpy()
+
+    traced = graphopt.trace(model, (x,))
+    traced.verify()
+    assert_close(traced.run([x_np]), reference, atol=1e-5, what="traced graph vs module")
+    COUNTS["traced"] += 1
+    exact = run_pipeline(traced, x_np, DEFAULT_PIPELINE)
+    assert_close(exact.run([x_np]), reference, atol=1e-5, what="default pipeline vs module")
+    with refusals_allowed():
+        check_emitters(exact, x_np, exact=True)
+
+    if plan.onnx_import:
+        imported = onnx_import(model, x)
+        imported.verify()
+        assert_close(imported.run([x_np]), reference, atol=1e-5, what="ONNX-imported graph vs module")
+        COUNTS["ONNX imports"] += 1
+        exact_onnx = run_pipeline(imported, x_np, DEFAULT_PIPELINE)
+        assert_close(exact_onnx.run([x_np]), reference, atol=1e-5, what="ONNX import + default pipeline vs module")
+
+    lossy = plan.pipeline()[len(DEFAULT_PIPELINE) + 1 :]
+    if lossy:
+        with refusals_allowed():
+            compressed = run_pipeline(exact, x_np, lossy)
+            exact_arith = not plan.quantize and plan.compression not in (
+                *HALF,
+                "quantize-weights{bits=8 scales=per-channel}",
+            )
+            check_emitters(compressed, x_np, exact=exact_arith, onnx_runs=plan.compression != "convert-bf16")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), f"the model's '{k}' changed"
+    return exact
+
+
+def check_tvm(graph: graphopt.Graph, x: np.ndarray) -> None:
+    """x86: compile, run, match graph.run; arm and cuda: build."""
+    from graphopt.backends.tvm.compiled import compile_graph
+
+    expected = graph.run([x])
+    compiled = compile_graph(graph, "x86")
+    COUNTS["built for x86"] += 1
+    got = compiled(x)
+    assert_close(got if isinstance(got, (list, tuple)) else [got], expected, atol=1e-4, what="TVM x86 vs graph.run")
+    COUNTS["ran on x86"] += 1
+    for target in ("arm", "cuda"):
+        compile_graph(graph, target)
+        COUNTS[f"built for {target}"] += 1

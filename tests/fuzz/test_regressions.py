@@ -1,0 +1,74 @@
+"""Minimal reproducers of what the fuzzer found; each names its bug in /work/notes/fuzz_bugs.md.
+
+An `xfail(strict=True)` test is an open bug in a file owned elsewhere: it starts
+passing (and so fails here) when the bug is fixed, and the mark comes off.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fuzz_arch import Arch, Block, build
+from fuzz_checks import check_emitters, run_pipeline
+
+import graphopt
+from graphopt.defaults import DEFAULT_PIPELINE
+
+
+def _traced(arch: Arch):
+    model, x = build(arch)
+    return graphopt.trace(model, (x,)), x.numpy()
+
+
+EMBED_LINEAR = Arch("tokens", 1, (3, 5), (Block("embed", (("out", 6),)),), "mean", 3, 0)
+CONV = Arch("conv", 1, (3, 4, 4), (Block("norm_act", (("act", "relu"),)),), "mean", 3, 0)
+
+
+@pytest.mark.xfail(strict=True, reason="fuzz bug 1: quantize crashes on a float16 graph (quantize.py)")
+@pytest.mark.parametrize("half", ["convert-fp16", "convert-bf16"])
+def test_quantize_after_half_conversion(half):
+    graph, x = _traced(EMBED_LINEAR)
+    run_pipeline(graph, x, f"{half},quantize")
+
+
+@pytest.mark.xfail(strict=True, reason="fuzz bug 2: a bfloat16 graph emitted to ONNX does not run in onnxruntime")
+def test_bf16_conv_emits_to_onnx():
+    graph, x = _traced(CONV)
+    check_emitters(run_pipeline(graph, x, "convert-bf16"), x, exact=False)
+
+
+@pytest.mark.xfail(strict=True, reason="fuzz bug 3: upsample from the torch frontend stays opaque: no ONNX form")
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_traced_upsample_emits_to_onnx(mode):
+    block = Block("upskip", (("act", "relu"), ("down", "maxpool"), ("mid", 2), ("mode", mode)))
+    graph, x = _traced(Arch("conv", 1, (2, 4, 4), (block,), "mean", 3, 0))
+    check_emitters(run_pipeline(graph, x, DEFAULT_PIPELINE), x, exact=True)
+
+
+SHUFFLE = Block("feature_shuffle", (("groups", 3),))
+CANCELLING = {  # one output number per input set, near zero: -0.0096 and 0.011 from terms of ~0.4
+    "convert-fp16": Arch(
+        "tokens",
+        1,
+        (3, 5),
+        (Block("embed", (("out", 6),)), SHUFFLE, SHUFFLE, Block("layernorm"), SHUFFLE),
+        "mean",
+        1,
+        4,
+    ),
+    "quantize-weights{bits=8 scales=per-channel}": Arch(
+        "tokens",
+        1,
+        (1, 8),
+        (Block("embed", (("out", 4),)), Block("ffn", (("act", "relu"), ("hidden", 1)))),
+        "mean",
+        1,
+        0,
+    ),
+}
+
+
+@pytest.mark.xfail(strict=True, reason="fuzz bug 4: SQNR of a single output number that cancels to near zero")
+@pytest.mark.parametrize("lossy", list(CANCELLING))
+def test_lossy_bound_on_a_single_output_number_that_cancels(lossy):
+    graph, x = _traced(CANCELLING[lossy])
+    run_pipeline(run_pipeline(graph, x, DEFAULT_PIPELINE), x, lossy)
