@@ -33,7 +33,7 @@ def test_cubic_schedule_of_channel_pruning_with_finetuning_keeps_accuracy():
         return out
 
     def finetune(g):
-        return train(g, batches, torch.nn.CrossEntropyLoss(), epochs=2, optimizer="adam", lr=2e-3, log=None).graph
+        return train(g, batches, torch.nn.CrossEntropyLoss(), epochs=4, optimizer="adam", lr=2e-3, log=None).graph
 
     pruned = iterative_prune(graph, prune, finetune, final_ratio=0.5, steps=3, relative_to="current", log=None)
     acc = evaluate(pruned, test)

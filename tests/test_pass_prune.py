@@ -487,3 +487,16 @@ def test_no_group_of_the_pass_kind_changes_nothing():
     result = prune(graph, "prune-heads{ratio=0.5}")
     assert not result.changed
     assert result.records[0].stats["reason"] == "no prunable group (the graph has no heads group)"
+
+
+def test_keep_counts_round_down_to_the_step():
+    from graphopt.passes.prune_apply import keep_count
+
+    assert [keep_count(16, 0.3, 8), keep_count(24, 0.5, 8), keep_count(40, 0.5, 8)] == [8, 8, 16]
+    assert keep_count(64, 0.5) == 32 and keep_count(4, 0.9) == 1 and keep_count(8, 0.9, 8) == 8
+
+
+def test_round_to_counts_channels_when_a_unit_is_a_whole_conv_group():
+    graph, _ = structure("fx", "grouped_depthwise")  # the groups=4 conv: a unit is a group of 8 channels
+    out = prune(graph, "prune-channels{ratio=0.5 round-to=8}").graph
+    assert out.params["g.weight"].data.shape[0] == 16  # two of four groups: 16 channels, a multiple of 8

@@ -114,30 +114,43 @@ class _UnionFind:
 
 
 class _Slot:
-    """Positions of base units on a fixed set of axes of one value."""
+    """Positions of base units on a fixed set of axes of one value (flat keys, sorted, one unit each)."""
 
     def __init__(self, value: str, axes: tuple[int, ...], shape: tuple[int, ...]):
         self.value, self.axes, self.shape = value, axes, shape
-        self.keys: dict[int, int] = {}
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.units = np.zeros(0, dtype=np.int64)
 
     def add(self, flow: Flow, uf: _UnionFind) -> np.ndarray:
         """Record `flow` (on this slot's axes); merge units meeting on a position; rows that were new."""
-        new = np.zeros(len(flow), dtype=bool)
-        for i, (k, u) in enumerate(zip(flat_keys(flow.coords, self.axes, self.shape).tolist(), flow.units.tolist())):
-            old = self.keys.get(k)
-            if old is None:
-                self.keys[k] = u
-                new[i] = True
-            elif old != u:
-                uf.union(old, u)
+        keys = flat_keys(flow.coords, self.axes, self.shape)
+        at = np.minimum(np.searchsorted(self.keys, keys), max(self.keys.size - 1, 0))
+        known = (self.keys.size > 0) & (self.keys[at] == keys) if self.keys.size else np.zeros(keys.size, bool)
+        meets = [(self.units[at[known]], flow.units[known])]
+        fresh, first = np.unique(keys[~known], return_index=True)  # first row of each new position
+        rows = np.flatnonzero(~known)
+        fresh_units = flow.units[rows[first]]
+        again = np.searchsorted(fresh, keys[rows])  # every new row against its position's first unit
+        meets.append((fresh_units[again], flow.units[rows]))
+        for a, b in meets:
+            differ = a != b
+            for x, y in set(zip(a[differ].tolist(), b[differ].tolist())):
+                uf.union(x, y)
+        new = np.zeros(keys.size, dtype=bool)
+        new[rows[first]] = True
+        if fresh.size:
+            merged = np.concatenate([self.keys, fresh])
+            order = np.argsort(merged, kind="stable")
+            self.keys, self.units = merged[order], np.concatenate([self.units, fresh_units])[order]
         return new
 
     def flow(self) -> Flow:
-        keys = np.fromiter(self.keys.keys(), dtype=np.int64, count=len(self.keys))
-        units = np.fromiter(self.keys.values(), dtype=np.int64, count=len(self.keys))
         sizes = tuple(self.shape[a] for a in self.axes)
-        coords = np.stack(np.unravel_index(keys, sizes), axis=1) if self.axes else np.zeros((keys.size, 0), np.int64)
-        return Flow(self.axes, coords.astype(np.int64), units)
+        if self.axes:
+            coords = np.stack(np.unravel_index(self.keys, sizes), axis=1)
+        else:
+            coords = np.zeros((self.keys.size, 0), np.int64)
+        return Flow(self.axes, coords.astype(np.int64), self.units.copy())
 
 
 class _Analysis:
@@ -348,8 +361,11 @@ def _analyse(graph: "Graph", uniform: frozenset[str]) -> tuple[Group, ...]:
     unit_axes = an.factor()
     root_of = an.roots()
     g = nx.Graph()
-    for u, seed in enumerate(an.seed_of):
-        g.add_edge(("source", seed), ("unit", int(root_of[u])))
+    seeds = list(dict.fromkeys(an.seed_of))
+    names = {name: i for i, name in enumerate(seeds)}
+    seed_index = np.fromiter((names[x] for x in an.seed_of), dtype=np.int64, count=len(an.seed_of))
+    pairs = np.unique(np.stack([seed_index, root_of]), axis=1)
+    g.add_edges_from((("source", seeds[a]), ("unit", b)) for a, b in zip(pairs[0].tolist(), pairs[1].tolist()))
     refused: dict[int, str] = {}
     for u, reason in an.refused.items():
         refused.setdefault(int(root_of[u]), reason)
@@ -409,7 +425,8 @@ def _add_members(an: _Analysis, graph, slot: _Slot, root_of, group_of, local, un
         coords = flow.coords[rows, slot.axes.index(axis)]
         pairs = np.unique(unit * slot.shape[axis] + coords)
         bounds = np.searchsorted(pairs // slot.shape[axis], np.arange(part[1] + 1))
-        positions = tuple(pairs[bounds[k] : bounds[k + 1]] % slot.shape[axis] for k in range(part[1]))
+        coords = pairs % slot.shape[axis]
+        positions = tuple(coords[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()))
         part[2].append(GroupMember(slot.value, axis, slot.shape[axis], graph.is_param(slot.value), positions))
 
 

@@ -84,10 +84,9 @@ def _resize_attrs(graph: "Graph", node: "Node", old: Mapping, new: Mapping) -> N
         graph.set_attrs(node, groups=x_new[1] // per_group)
 
 
-def keep_count(units: int, ratio: float, round_to: int) -> int:
-    """Units to keep: the rest after removing `ratio` of them, a multiple of `round_to`, at least one step."""
+def keep_count(units: int, ratio: float, step: int = 1) -> int:
+    """Units to keep: what removing `ratio` of them leaves, rounded down to a multiple of `step`, at least one step."""
     keep = units - int(np.floor(units * ratio + 1e-9))
-    if round_to > 1:
-        keep = int(round(keep / round_to)) * round_to
-        keep = max(keep, round_to)
+    if step > 1:
+        keep = max((keep // step) * step, step)
     return min(max(keep, 1), units)

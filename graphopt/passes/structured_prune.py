@@ -10,6 +10,7 @@ whole and listed in the stats with the reason.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -88,7 +89,7 @@ class StructuredPrune(Pass):
         for g in chosen:
             scores[g], criterion = unit_importance(graph, g, self.importance, grads=grads, seed=ctx.seed)
             used.add(criterion)
-        removals = self._select(chosen, scores)
+        removals = self._select(chosen, scores, {g: self._step(graph, g) for g in chosen})
         removals = {g: r for g, r in removals.items() if r}
         if removals:
             try:
@@ -126,15 +127,25 @@ class StructuredPrune(Pass):
                 skipped.append((g, g.reason))
             elif ignored & _touches(graph, g):
                 skipped.append((g, f"ignored ({', '.join(sorted(ignored & _touches(graph, g)))})"))
-            elif keep_count(g.units, self.ratio, self.round_to) >= g.units:
-                skipped.append((g, f"{g.units} {self.unit_word}: nothing to remove at ratio {self.ratio:g}"))
+            elif keep_count(g.units, self.ratio, self._step(graph, g)) >= g.units:
+                why = f"{g.units} units: nothing to remove at ratio {self.ratio:g}, round-to {self.round_to}"
+                skipped.append((g, why))
             else:
                 chosen.append(g)
         return chosen, skipped
 
-    def _select(self, groups: list[Group], scores: dict[Group, np.ndarray]) -> dict[Group, list[int]]:
+    def _step(self, graph: "Graph", g: Group) -> int:
+        """Units per `round_to` step: `round_to` counts channels (or heads), and a unit may span several channels."""
+        if self.round_to == 1:
+            return 1
+        width = _unit_width(graph, g) if self.unit_word == "channels" else 1
+        return self.round_to // math.gcd(self.round_to, width)
+
+    def _select(
+        self, groups: list[Group], scores: dict[Group, np.ndarray], steps: dict[Group, int]
+    ) -> dict[Group, list[int]]:
         if self.scope == "layer":
-            return {g: _lowest(scores[g], g.units - keep_count(g.units, self.ratio, self.round_to)) for g in groups}
+            return {g: _lowest(scores[g], g.units - keep_count(g.units, self.ratio, steps[g])) for g in groups}
         normed = {g: s / (s.mean() if s.mean() > 0 else 1.0) for g, s in scores.items()}
         pool = np.concatenate([normed[g] for g in groups])
         n_remove = int(np.floor(pool.size * self.ratio + 1e-9))
@@ -142,9 +153,16 @@ class StructuredPrune(Pass):
         out = {}
         for g in groups:
             below = int((normed[g] <= threshold).sum())
-            keep = keep_count(g.units, below / g.units, self.round_to)
+            keep = keep_count(g.units, below / g.units, steps[g])
             out[g] = _lowest(normed[g], g.units - keep)
         return out
+
+
+def _unit_width(graph: "Graph", g: Group) -> int:
+    """Channels one unit spans at its first source's output (a whole conv group spans several)."""
+    source = graph.node(g.sources[0])
+    out = next((m for m in g.members if m.value == source.outputs[0]), None)
+    return max(1, len(out.positions[0])) if out is not None and out.positions else 1
 
 
 def _lowest(scores: np.ndarray, count: int) -> list[int]:
