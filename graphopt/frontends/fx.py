@@ -45,12 +45,27 @@ __all__ = ["trace", "import_exported"]
 def trace(model: nn.Module, example_inputs: tuple | torch.Tensor, *, name: str | None = None) -> Graph:
     """Export `model` on `example_inputs` (eval mode, static shapes) and import it as a Graph.
 
-    Raises FrontendError naming the model class when torch.export cannot trace it.
+    A model left in training mode is traced in eval mode with a UserWarning saying so; the
+    model's `training` flags are restored. Raises FrontendError naming the model class when
+    torch.export cannot trace it.
     """
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    _warn_if_training(model)
     ep = _export(model, tuple(example_inputs))
     return import_exported(ep, name=name or type(model).__name__)
+
+
+def _warn_if_training(model: nn.Module) -> None:
+    training = [name or "the model" for name, m in model.named_modules() if m.training]
+    if training:
+        warnings.warn(
+            f"{type(model).__name__} is in training mode ({training[0]}.training is True): it is traced and "
+            "compiled in eval mode (Dropout off, BatchNorm on its running statistics), so its outputs differ "
+            "from calls in training mode; call model.eval() first to silence this (the model is left as it is)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _export(model: nn.Module, example_inputs: tuple) -> ExportedProgram:
