@@ -43,12 +43,20 @@ def warn(message: str) -> None:
 
 
 def load_model(path: str | os.PathLike) -> "Graph":
-    """Import an ONNX file; every failure is a GraphoptError or OSError naming the file."""
+    """Import an ONNX file (or a torch.export .pt2 file); every failure is a GraphoptError or OSError naming
+    the file, with a hint for torch checkpoints (.pt, .pth), which hold weights but no graph."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a directory, not an ONNX file", str(path))
+    if path.suffix == ".pt2":
+        return _load_exported_program(path)
+    if path.suffix in TORCH_SUFFIXES or _is_zip(path):
+        raise FrontendError(
+            f"'{path}' is not an ONNX file: export it with torch.onnx.export or "
+            f"graphopt.trace(model, (x,)).save_onnx(path), or save a torch.export program as .pt2"
+        )
     from graphopt.frontends.onnx import load_onnx
 
     try:
@@ -61,6 +69,28 @@ def load_model(path: str | os.PathLike) -> "Graph":
         raise
     except Exception as e:  # decoder or checker failures the frontend did not wrap
         raise FrontendError(f"cannot import ONNX model '{path}': {type(e).__name__}: {e}") from e
+
+
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin", ".safetensors")  # weights, not graphs
+
+
+def _is_zip(path: Path) -> bool:
+    """torch.save writes a zip archive; an ONNX file never starts with the zip magic."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _load_exported_program(path: Path) -> "Graph":
+    """A .pt2 file written by torch.export.save, imported through the torch frontend."""
+    import torch
+
+    from graphopt.frontends.fx import import_exported
+
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:
+        raise FrontendError(f"cannot load torch.export program '{path}': {type(e).__name__}: {e}") from e
+    return import_exported(ep, name=path.stem)
 
 
 def summary(graph: "Graph") -> str:
