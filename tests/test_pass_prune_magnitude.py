@@ -228,3 +228,18 @@ def test_ninety_percent_sparse_digits_fine_tune_back_to_float(kind, options):
     assert sparsity == pytest.approx(0.9, abs=1e-3)
     assert all(np.all(tuned.params[n].data[~tuned.params[n].mask] == 0) for n in weights)
     assert one_shot < base - 0.3 and after >= base - 0.02, (base, one_shot, after)
+
+
+def test_threshold_form_prunes_every_weight_below_it():
+    g = Graph("thr")
+    x = g.add_input("x", TensorType((2, 4)))
+    w = np.array([[0.1, -0.5, 0.05, 2.0], [-0.3, 0.2, 1.0, -0.01]], dtype=np.float32)
+    g.set_outputs([g.add_node("linear", [x, g.add_param("fc.weight", w)], name="fc").output])
+    out = Pipeline.parse("prune-magnitude{threshold=0.25}").run(g).graph
+    assert out.params["fc.weight"].mask.tolist() == (np.abs(w) >= 0.25).tolist()
+    everything = Pipeline.parse("prune-magnitude{threshold=10}").run(g).graph
+    assert int(everything.params["fc.weight"].mask.sum()) == 1  # a layer keeps its largest weight
+    with pytest.raises(ValueError, match="threshold"):
+        PruneMagnitude(threshold=-1.0)
+    with pytest.raises(ValueError, match="threshold does not apply"):
+        PruneMagnitude(threshold=0.1, pattern="2:4")

@@ -68,8 +68,13 @@ class PruneMagnitude(Pass):
     block: int = 4
     include: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
+    threshold: float | None = None  # the threshold form: prune |w| (a block's mean |w|) below it; sparsity unused
 
     def __post_init__(self):
+        if self.threshold is not None and not (self.threshold >= 0.0 and math.isfinite(self.threshold)):
+            raise ValueError(f"{self.name}: threshold must be a finite number >= 0, got {self.threshold}")
+        if self.threshold is not None and self.n_of_m is not None:
+            raise ValueError(f"{self.name}: pattern {self.pattern} keeps N of M; threshold does not apply")
         if not 0.0 <= self.sparsity < 1.0:
             raise ValueError(
                 f"{self.name}: sparsity must lie in [0, 1), got {self.sparsity} (1 would prune everything)"
@@ -145,7 +150,7 @@ class PruneMagnitude(Pass):
         return {
             u.target.param: mask
             for group in groups
-            for u, mask in zip(group, _choose(group, self.sparsity, self.scope))
+            for u, mask in zip(group, _choose(group, self.sparsity, self.scope, self.threshold))
         }
 
     def _n_of_m_masks(
@@ -215,8 +220,9 @@ def _units(graph: Graph, t: WeightTarget, pattern: str, block: int) -> _Units:
     return _Units(t, p.data.shape, unit_score, size, fresh, of_entry, int((~live).sum()), p.mask)
 
 
-def _choose(group: list[_Units], sparsity: float, scope: str) -> list[np.ndarray]:
-    """The masks of `group`'s targets after pruning its lowest units to the count closest to `sparsity`."""
+def _choose(group: list[_Units], sparsity: float, scope: str, threshold: float | None = None) -> list[np.ndarray]:
+    """The masks of `group`'s targets after pruning its lowest units: to the count closest to `sparsity`,
+    or (threshold form) every unit scoring below `threshold`; a layer keeps at least one weight."""
     n = sum(int(u.size.sum()) for u in group)
     target = math.floor(sparsity * n + 0.5)
     if scope == "layer":
@@ -226,7 +232,12 @@ def _choose(group: list[_Units], sparsity: float, scope: str) -> list[np.ndarray
     order = np.argsort(scores, kind="stable")  # already-pruned units (-1) first, then by score, then by position
     already = sum(u.already for u in group)
     counts = already + np.concatenate([[0], np.cumsum(fresh[order])])
-    j = int(np.argmin(np.abs(counts - target)))  # the prefix closest to the target (the shorter on ties)
+    if threshold is not None:
+        j = int(np.count_nonzero(scores < threshold))
+        if scope == "layer" and j == scores.size and (scores >= 0).any():
+            j -= 1  # the largest live unit stays
+    else:
+        j = int(np.argmin(np.abs(counts - target)))  # the prefix closest to the target (the shorter on ties)
     j = max(j, int(np.count_nonzero(scores < 0)))  # masks only grow
     pruned = np.zeros(scores.size, dtype=bool)
     pruned[order[:j]] = True
