@@ -52,3 +52,13 @@ def test_unreadable_pt2_names_the_file(capsys, tmp_path):
     src.write_bytes(b"not a zip")
     assert main(["show", str(src)]) == 1
     assert f"cannot load torch.export program '{src}'" in capsys.readouterr().err
+
+
+def test_torch_default_exporter_works_and_imports(capsys, tmp_path):
+    model, x = _model()
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (x,), str(path))  # the dynamo exporter: needs onnxscript
+    capsys.readouterr()
+    (y,) = load_onnx(path).run([x.numpy()])
+    with torch.no_grad():
+        np.testing.assert_allclose(y, model(x).numpy(), atol=1e-5, rtol=1e-5)
