@@ -66,10 +66,10 @@ graph conv_net(%x: f32[2,3,6,6]) -> (%fc)
   %x.q: i8[2,3,6,6] = quantize(%x, @x.scale, @x.zero_point) {axis=none, block_size=none, dtype=int8, qmax=none, qmin=none}
   %x.dq: f32[2,3,6,6] = dequantize(%x.q, @x.scale, @x.zero_point) {axis=none, block_size=none}
   %conv: f32[2,4,6,6] = conv(%x.dq, %conv.weight.dq, %conv.bias.dq) {dilation=[1,1], groups=1, pads=[1,1,1,1], stride=[1,1]}
-  %conv.q: i8[2,4,6,6] = quantize(%conv, @conv.scale, @conv.zero_point) {axis=none, block_size=none, dtype=int8, qmax=none, qmin=none}
-  %conv.dq: f32[2,4,6,6] = dequantize(%conv.q, @conv.scale, @conv.zero_point) {axis=none, block_size=none}
-  %relu: f32[2,4,6,6] = relu(%conv.dq)
-  %flatten: f32[2,144] = flatten(%relu) {end_dim=-1, start_dim=1}
+  %relu: f32[2,4,6,6] = relu(%conv)
+  %relu.q: i8[2,4,6,6] = quantize(%relu, @relu.scale, @relu.zero_point) {axis=none, block_size=none, dtype=int8, qmax=none, qmin=none}
+  %relu.dq: f32[2,4,6,6] = dequantize(%relu.q, @relu.scale, @relu.zero_point) {axis=none, block_size=none}
+  %flatten: f32[2,144] = flatten(%relu.dq) {end_dim=-1, start_dim=1}
   %flatten.q: i8[2,144] = quantize(%flatten, @flatten.scale, @flatten.zero_point) {axis=none, block_size=none, dtype=int8, qmax=none, qmin=none}
   %flatten.dq: f32[2,144] = dequantize(%flatten.q, @flatten.scale, @flatten.zero_point) {axis=none, block_size=none}
   %fc: f32[2,5] = linear(%flatten.dq, %fc.weight.dq)
@@ -160,11 +160,35 @@ def test_outputs_are_quantized_only_where_a_quantized_op_reads_them():
     g = mlp_with_gelu()
     q = quantize(g, calibration=calib(g)).graph
     quantized = {n.inputs[0] for n in q.nodes if n.op == "quantize"}
-    # fc1 -> gelu: a round trip before a float op only adds error; fc2 reaches fc3 through relu and reshape
-    assert quantized == {"x", "gelu", "fc2", "reshape"}
-    assert tuple(q.node("gelu").inputs) == ("fc1",)
+    # fc1 -> gelu: a round trip before a float op only adds error; fc2 reaches fc3 through relu and reshape,
+    # and relu, its only reader, is folded into it: the pair sits after the relu
+    assert quantized == {"x", "gelu", "relu", "reshape"}
+    assert tuple(q.node("gelu").inputs) == ("fc1",) and tuple(q.node("relu").inputs) == ("fc2",)
     everything = quantize(g, "quantize{outputs=false}", calibration=calib(g)).graph
     assert {n.inputs[0] for n in everything.nodes if n.op == "quantize"} == {"x", "gelu", "reshape"}
+
+
+def test_output_pair_goes_after_a_relu6_it_alone_feeds_and_stays_before_a_shared_one():
+    rng = np.random.default_rng(4)
+    g = Graph("relu6_net")
+    x = g.add_input("x", TensorType((2, 3, 6, 6)))
+
+    def conv(name, src, cin):
+        w = g.add_param(f"{name}.weight", rng.standard_normal((3, cin, 3, 3)).astype(np.float32))
+        return g.add_node("conv", [src, w], attrs=CONV, name=name).output
+
+    c1 = g.add_node("clip", [conv("c1", x, 3)], attrs={"min": 0.0, "max": 6.0}, name="relu6").output
+    c2 = conv("c2", c1, 3)  # read by relu and by the add: no folding
+    r2 = g.add_node("relu", [c2], name="r2").output
+    g.set_outputs([g.add_node("add", [conv("c3", r2, 3), c2], name="add").output])
+    q = quantize(g, calibration=calib(g)).graph
+    assert {n.inputs[0] for n in q.nodes if n.op == "quantize"} == {"x", "relu6", "c2", "r2", "c3"}
+    assert tuple(q.node("relu6").inputs) == ("c1",)  # one rounding, over [0, 6] clipped
+    assert tuple(q.node("r2").inputs) == ("c2.dq",)
+    # the folded pair is calibrated on the clip's output: a one-sided range with all 256 levels
+    assert int(q.param("relu6.zero_point").data) == -128
+    x0 = calib(g, 1, seed=9)[0]
+    assert sqnr_db(g.run(x0)[0], q.run(x0)[0]) > 25.0
 
 
 def test_symmetric_auto_gives_one_sided_values_a_zero_point():

@@ -12,7 +12,10 @@ For each target that is not skipped:
   does its own output (`outputs=true`) where that output reaches another
   quantized op directly or only through ops that carry int8 values unchanged
   or nearly so (`CARRIES_INT8`: relu, clip, pooling, reshape, permute, ...),
-  which lets onnxruntime fuse the op into its integer kernel. An output read
+  which lets onnxruntime fuse the op into its integer kernel. Where the output's
+  only reader is a relu or clip (`FOLDED_ACTIVATIONS`), the pair goes after that
+  activation instead: integer runtimes fold it into the op as a clamp, and one
+  rounding over the activation's range beats two (MobileNetV2: 30.9 -> 32.5 dB SQNR). An output read
   by an op that runs in float (GELU, softmax, layer norm, a scale `mul`, an
   add kept float) is left alone: a round trip there only adds error (on
   all-MiniLM-L6-v2 it took the embeddings' cosine from 0.98 to 0.81). A value
@@ -59,6 +62,8 @@ CARRIES_INT8 = frozenset(
     ("relu", "clip", "max_pool", "adaptive_max_pool", "avg_pool", "adaptive_avg_pool", "reshape", "flatten")
     + ("permute", "squeeze", "unsqueeze", "slice", "split", "select", "expand", "dropout", "identity")
 )
+# activations an integer conv/matmul applies as a clamp on its requantized output (ORT QLinearConv, TVM qdq-to-integer)
+FOLDED_ACTIVATIONS = frozenset(("relu", "clip"))
 MAX_RANDOM_SETS = 16
 
 
@@ -165,7 +170,7 @@ class Quantize(Pass):
                 readers.setdefault(v, []).append(n)
         quantized_inputs = {(r.name, v) for v, rs in readers.items() for r in rs}
         for n in nodes if self.outputs else ():
-            v = n.output
+            v = _folded_activation(graph, n.output)
             if v in graph.outputs:
                 continue
             keep = [r for r in graph.users(v) if _reaches_quantized(graph, r, v, quantized_inputs)]
@@ -284,6 +289,21 @@ class Quantize(Pass):
 def _is_float(graph: Graph, value: str) -> bool:
     t = graph.value(value).type
     return t is not None and t.dtype in ("float32", "float64", "float16", "bfloat16")
+
+
+def _folded_activation(graph: Graph, value: str) -> str:
+    """The output of the relu/clip that is `value`'s only reader, else `value` itself.
+
+    onnxruntime and TVM fold that activation into the integer op (they clamp the requantized
+    result), so the output's quantize belongs after it: one rounding, over the activation's range.
+    """
+    users = graph.users(value)
+    if value in graph.outputs or len(users) != 1:
+        return value
+    act = users[0]
+    if act.op not in FOLDED_ACTIVATIONS or list(act.inputs) != [value] or len(act.outputs) != 1:
+        return value
+    return act.output
 
 
 def _reaches_quantized(graph: Graph, reader: Node, value: str, quantized_inputs: set[tuple[str, str]]) -> bool:
