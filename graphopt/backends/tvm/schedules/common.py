@@ -125,6 +125,25 @@ def single_main_reduction(sch: s_tir.Schedule) -> tuple[int, list[BlockInfo]] | 
     return found[0], blocks
 
 
+def inline_side_inputs(sch: s_tir.Schedule, main: int, blocks: list[BlockInfo]) -> tuple[int, list[BlockInfo]]:
+    """Inline the spatial blocks before ``main`` that it does not read (e.g. a residual input's dequantize,
+    fused in because the epilogue adds it) into their readers; return the main index and blocks afresh.
+
+    Left where they were, they would keep the epilogue from moving into the main block's tiles.
+    """
+    main_reads = [r.source for r in sch.get(blocks[main].rv).reads]
+    inlined = False
+    for b in blocks[:main]:
+        written = sch.get(b.rv).writes
+        if b.is_spatial and not any(w.source.same_as(r) for w in written for r in main_reads):
+            sch.compute_inline(b.rv)
+            inlined = True
+    if not inlined:
+        return main, blocks
+    blocks = root_blocks(sch)
+    return next(i for i, b in enumerate(blocks) if not b.is_spatial), blocks
+
+
 def inline_epilogue(sch: s_tir.Schedule, blocks: list[BlockInfo], main: int) -> s_tir.schedule.SBlockRV | None:
     """Fold the elementwise blocks after ``main`` into one (the last); return it, or None if there are none.
 

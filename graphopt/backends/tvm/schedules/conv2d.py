@@ -22,6 +22,7 @@ from .common import (
     GraphoptCPURule,
     extent,
     inline_epilogue,
+    inline_side_inputs,
     largest_divisor,
     loops_match_iters,
     parallel_vectorize_spatial,
@@ -118,7 +119,7 @@ class Conv2dNCHW(GraphoptCPURule):
         found = single_main_reduction(sch)
         if found is None:
             return None
-        main, blocks = found
+        main, blocks = inline_side_inputs(sch, *found)
         info = blocks[main]
         if info.kinds != "SSSSRRR" or not loops_match_iters(sch, info):
             return None

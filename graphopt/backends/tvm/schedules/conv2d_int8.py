@@ -31,6 +31,7 @@ from .common import (
     GraphoptCPURule,
     extent,
     inline_epilogue,
+    inline_side_inputs,
     largest_divisor,
     loops_match_iters,
     parallel_vectorize_spatial,
@@ -51,7 +52,7 @@ def _int8_conv(sch: s_tir.Schedule, target: Target):
     found = single_main_reduction(sch)
     if found is None:
         return None
-    main, blocks = found
+    main, blocks = inline_side_inputs(sch, *found)
     info = blocks[main]
     if info.kinds != "SSSSRRR" or not loops_match_iters(sch, info):
         return None

@@ -16,6 +16,7 @@ from .common import (
     GraphoptCPURule,
     extent,
     inline_epilogue,
+    inline_side_inputs,
     loops_match_iters,
     parallel_vectorize_spatial,
     single_main_reduction,
@@ -33,7 +34,7 @@ class DepthwiseConv2dNCHW(GraphoptCPURule):
         found = single_main_reduction(sch)
         if found is None:
             return None
-        main, blocks = found
+        main, blocks = inline_side_inputs(sch, *found)
         info = blocks[main]
         if info.kinds not in ("SSSSRRR", "SSSSRR") or not loops_match_iters(sch, info):
             return None

@@ -19,6 +19,7 @@ from .common import (
     GraphoptCPURule,
     extent,
     inline_epilogue,
+    inline_side_inputs,
     largest_divisor,
     loops_match_iters,
     parallel_vectorize_spatial,
@@ -36,7 +37,7 @@ class Matmul(GraphoptCPURule):
         found = single_main_reduction(sch)
         if found is None:
             return None
-        main, blocks = found
+        main, blocks = inline_side_inputs(sch, *found)
         info = blocks[main]
         spatial = len(info.kinds) - 1
         if info.kinds != "S" * spatial + "R" or spatial < 2 or not loops_match_iters(sch, info):
