@@ -12,6 +12,7 @@ from fuzz_checks import check_emitters, run_pipeline
 
 import graphopt
 from graphopt.defaults import DEFAULT_PIPELINE
+from graphopt.errors import BackendError
 
 
 def _traced(arch: Arch):
@@ -36,9 +37,9 @@ def test_bf16_conv_emits_to_onnx():
     check_emitters(run_pipeline(graph, x, "convert-bf16"), x, exact=False)
 
 
-@pytest.mark.xfail(strict=True, reason="fuzz bug 3: upsample from the torch frontend stays opaque: no ONNX form")
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 def test_traced_upsample_emits_to_onnx(mode):
+    """Fuzz bug 3 (fixed): upsample from the torch frontend was opaque and had no ONNX form."""
     block = Block("upskip", (("act", "relu"), ("down", "maxpool"), ("mid", 2), ("mode", mode)))
     graph, x = _traced(Arch("conv", 1, (2, 4, 4), (block,), "mean", 3, 0))
     check_emitters(run_pipeline(graph, x, DEFAULT_PIPELINE), x, exact=True)
@@ -86,3 +87,14 @@ def test_quantize_after_pruning_a_layer_norm_to_two_features():
     graph, x = _traced(Arch("tokens", 2, (1, 5), blocks, "mean", 3, 4))
     pruned = run_pipeline(graph, x, f"{DEFAULT_PIPELINE},prune-channels{{ratio=0.75 importance=random}}")
     run_pipeline(pruned, x, "quantize")
+
+
+@pytest.mark.xfail(
+    strict=True, raises=BackendError, reason="fuzz bug 6: squeeze-excitation fails dlight's CUDA schedule"
+)
+def test_squeeze_excitation_builds_for_cuda():
+    pytest.importorskip("tvm")
+    from graphopt.backends.tvm.compiled import compile_graph
+
+    graph, x = _traced(Arch("conv", 2, (3, 6, 6), (Block("se", (("mid", 3),)),), "mean", 3, 226))
+    compile_graph(run_pipeline(graph, x, DEFAULT_PIPELINE), "cuda")
