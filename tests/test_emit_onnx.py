@@ -204,6 +204,47 @@ def slice_select(op):
     return build
 
 
+def conv_transpose(g):
+    x = g.add_input("x", f32(2, 4, 5, 5))
+    wt, b = g.add_param("up.weight", rand(4, 3, 3, 3)), g.add_param("up.bias", rand(6))
+    attrs = dict(stride=[2, 2], pads=[1, 0, 0, 2], output_padding=[1, 1], dilation=[1, 1], groups=2)
+    g.set_outputs([g.add_node("conv_transpose", [x, wt, b], attrs=attrs).output])
+
+
+def resize(g):
+    x = g.add_input("x", f32(2, 3, 4, 5))
+    outs = [
+        g.add_node("resize", [x], attrs=dict(size=[8, 10], scales=[2.0, 2.0])).output,
+        g.add_node("resize", [x], attrs=dict(size=[7, 7], mode="linear", scales=[1.75, 1.5])).output,
+        g.add_node("resize", [x], attrs=dict(size=[7, 9], mode="linear", align_corners=True)).output,
+        g.add_node("resize", [x], attrs=dict(size=[5, 8], mode="cubic")).output,
+        g.add_node("resize", [x], attrs=dict(size=[6, 9], mode="nearest-exact")).output,
+    ]
+    g.set_outputs(outs)
+
+
+def compare(op):
+    def build(g):
+        a, b = g.add_input("a", f32(2, 3, 4)), g.add_input("b", f32(3, 1))
+        i = g.add_input("i", TensorType((2, 3, 4), "int64"))
+        half = g.add_param("half", np.float32(0.5))
+        g.set_outputs([g.add_node(op, [a, b]).output, g.add_node(op, [i, half]).output])
+
+    return build
+
+
+def where(g):
+    a, b = g.add_input("a", f32(2, 3, 4)), g.add_input("b", f32(3, 1))
+    cond = g.add_node("greater", [a, b]).output
+    i = g.add_input("i", TensorType((2, 3, 4), "int64"))
+    g.set_outputs([g.add_node("where", [cond, a, b]).output, g.add_node("where", [cond, i, b]).output])
+
+
+def einsum(g):
+    a, b = g.add_input("a", f32(2, 3, 4)), g.add_input("b", f32(2, 5, 4))
+    g.set_outputs([g.add_node("einsum", [a, b], attrs={"equation": "bik,bjk->bij"}).output])
+
+
 def embedding(g):
     ids = g.add_input("ids", TensorType((2, 5), "int64"))
     table = g.add_param("emb.weight", rand(7, 4))
@@ -236,6 +277,7 @@ def dequantize(g):
 
 CASES = {
     "conv": conv,
+    "conv_transpose": conv_transpose,
     "linear": linear,
     "matmul": matmul,
     "batch_norm": batch_norm,
@@ -286,6 +328,12 @@ CASES = {
     "slice": slice_select("slice"),
     "select": slice_select("select"),
     "embedding": embedding,
+    "resize": resize,
+    "pixel_shuffle": single("pixel_shuffle", (2, 8, 3, 4), {"upscale_factor": 2}),
+    "pixel_unshuffle": single("pixel_unshuffle", (2, 2, 6, 4), {"downscale_factor": 2}),
+    **{op: compare(op) for op in ("equal", "less", "greater", "less_equal", "greater_equal")},
+    "where": where,
+    "einsum": einsum,
     "cast": single("cast", (2, 3), {"dtype": "int32"}),
     "dropout": single("dropout", (2, 3), {"p": 0.1}),
     "quantize": quantize,

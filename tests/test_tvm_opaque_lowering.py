@@ -27,7 +27,8 @@ from graphopt.errors import BackendError  # noqa: E402
 
 
 class Everyday(nn.Module):
-    """Upsampling, transposed convolution, pixel shuffle, where, einsum and fill_, one output each."""
+    """Upsampling, transposed convolution, pixel shuffle, where, einsum and fill_, one output each
+    (all but fill_ canonical ops now: the model checks they build beside an opaque node)."""
 
     OUTPUTS = (
         "nearest",
@@ -150,14 +151,20 @@ def test_family_matches_torch_on_x86(compiled, everyday, frontend, family):
     assert_matches(compiled[frontend](X.numpy())[i], everyday[1][i])
 
 
-def test_families_were_opaque(everyday):
-    """The model exercises opaque nodes, not canonical ones (else this file tests nothing new)."""
+def test_families_are_canonical_and_fill_stays_opaque(everyday):
+    """Upsampling, transposed conv, pixel shuffle, where and einsum import as canonical ops
+    (tests/test_ops_*.py cover them); fill_ still takes the opaque path, so this file tests it."""
     model, _ = everyday
-    traced = {n.attrs["target"] for n in graphopt.trace(model, (X,)).nodes if n.is_opaque}
-    imported = {n.attrs["op_type"] for n in graphopt.load_onnx(onnx_bytes(model, X)).nodes if n.is_opaque}
-    assert {"aten.upsample_bicubic2d.vec", "aten.conv_transpose2d.input", "aten.pixel_shuffle.default"} <= traced
-    assert {"aten.where.self", "aten.einsum.default", "aten.fill.Scalar"} <= traced
-    assert {"Resize", "ConvTranspose", "DepthToSpace", "Where", "Einsum", "ScatterND"} <= imported
+    traced, imported = graphopt.trace(model, (X,)), graphopt.load_onnx(onnx_bytes(model, X))
+    for graph in (traced, imported):
+        assert {"resize", "conv_transpose", "pixel_shuffle", "greater", "where", "einsum"} <= {
+            n.op for n in graph.nodes
+        }
+    assert {n.attrs["target"] for n in traced.nodes if n.is_opaque} == {
+        "aten.fill.Scalar",
+        "aten.select_scatter.default",
+    }
+    assert {n.attrs["op_type"] for n in imported.nodes if n.is_opaque} == {"ScatterND"}
 
 
 @pytest.mark.parametrize("frontend", ["traced", "onnx"])
@@ -249,19 +256,19 @@ def test_every_node_tvm_refuses_is_listed_at_once():
     assert text.count("has no converter for it") == 2
 
 
-class TwoUpsamples(nn.Module):
+class ThreeCumsums(nn.Module):
     def forward(self, x, y):
-        same = F.interpolate(x, scale_factor=2.0, mode="bilinear") + F.interpolate(y, scale_factor=2.0, mode="bilinear")
-        return same, F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return torch.cumsum(x, 2) + torch.cumsum(y, 2), torch.cumsum(x, 3)
 
 
 def test_repeated_opaque_nodes_convert_once():
-    graph = graphopt.trace(TwoUpsamples(), (X, X + 1))
-    opaque = [n for n in graph.nodes if n.is_opaque]
-    bilinear = [convert_opaque(graph, n) for n in opaque if "bilinear" in n.attrs["target"]]
-    nearest = [convert_opaque(graph, n) for n in opaque if "nearest" in n.attrs["target"]]
-    assert len(bilinear) == 2 and len(nearest) == 1
-    assert bilinear[0].module is bilinear[1].module
-    assert nearest[0].module is not bilinear[0].module
+    graph = graphopt.trace(ThreeCumsums(), (X, X + 1))
+    along = {2: [], 3: []}
+    for n in graph.nodes:
+        if n.is_opaque:
+            along[n.attrs["args"][1]].append(convert_opaque(graph, n))
+    assert len(along[2]) == 2 and len(along[3]) == 1
+    assert along[2][0].module is along[2][1].module
+    assert along[3][0].module is not along[2][0].module
     text = lower_to_relax(graph).script()
-    assert text.count("R.image.resize2d") == 3 and "opaque_" not in text  # inlined at each use
+    assert text.count("R.cumsum") == 3 and "opaque_" not in text  # inlined at each use

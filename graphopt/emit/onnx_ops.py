@@ -144,6 +144,24 @@ def conv(cx: EmitContext, n: Node) -> None:
     )
 
 
+def conv_transpose(cx: EmitContext, n: Node) -> None:
+    w = cx.type(n.inputs[1])
+    kernel = list(w.shape[2:]) if w is not None and w.is_static else None
+    a = n.attrs
+    cx.add(
+        n,
+        "ConvTranspose",
+        n.inputs,
+        n.outputs,
+        kernel_shape=kernel,
+        strides=list(a["stride"]),
+        pads=list(a["pads"]),
+        output_padding=list(a["output_padding"]),
+        dilations=list(a["dilation"]),
+        group=int(a["groups"]),
+    )
+
+
 def linear(cx: EmitContext, n: Node) -> None:
     x, w = n.inputs[:2]
     xt = cx.type(x)
@@ -379,6 +397,80 @@ def select(cx: EmitContext, n: Node) -> None:
     cx.add(n, "Squeeze", [one, cx.ints(n, "squeeze_axes", [axis])], n.outputs)
 
 
+# mode -> (ONNX mode, coordinate_transformation_mode without align_corners, nearest_mode)
+_RESIZE = {
+    "nearest": ("nearest", "asymmetric", "floor"),
+    "nearest-exact": ("nearest", "half_pixel", "round_prefer_ceil"),
+    "linear": ("linear", "half_pixel", None),
+    "cubic": ("cubic", "half_pixel", None),
+}
+
+
+def resize(cx: EmitContext, n: Node) -> None:
+    # Resize(x, roi="", scales) where torch's scales place the coordinates, else Resize(x, "", "", sizes)
+    a, t = n.attrs, cx.type(n.inputs[0])
+    mode, coords, nearest = _RESIZE[a["mode"]]
+    scales = a["scales"]
+    attrs = dict(
+        mode=mode,
+        coordinate_transformation_mode="align_corners" if a["align_corners"] else coords,
+        nearest_mode=nearest,
+        cubic_coeff_a=-0.75 if mode == "cubic" else None,
+    )
+    if scales is not None and None not in scales and not a["align_corners"]:
+        data = np.asarray([1.0, 1.0, *scales], dtype=np.float32)
+        out = cx.type(n.output)
+        if out is None or list(out.shape[2:]) == [int(np.floor(s * d)) for s, d in zip(data[2:], t.shape[2:])]:
+            cx.add(n, "Resize", [n.inputs[0], "", cx.const(n, "scales", data)], n.outputs, **attrs)
+            return
+    if t is None or not all(isinstance(d, int) for d in t.shape[:2]):
+        raise EmitError(f"node '{n.name}': resize to sizes needs static batch and channel dims to emit to ONNX")
+    sizes = cx.ints(n, "sizes", [*t.shape[:2], *a["size"]])
+    cx.add(n, "Resize", [n.inputs[0], "", "", sizes], n.outputs, **attrs)
+
+
+def pixel_unshuffle(cx: EmitContext, n: Node) -> None:
+    # [N, C, H*r, W*r] -> Reshape [N, C, H, r, W, r] -> Transpose -> Reshape [N, C*r*r, H, W]
+    t, r = cx.type(n.inputs[0]), int(n.attrs["downscale_factor"])
+    if t is None or not all(isinstance(d, int) for d in t.shape[1:]):
+        raise EmitError(f"node '{n.name}': pixel_unshuffle needs static channel and spatial dims to emit to ONNX")
+    _, c, h, w = t.shape
+    y = cx.add(n, "Reshape", [n.inputs[0], cx.ints(n, "split", [0, c, h // r, r, w // r, r])])
+    y = cx.add(n, "Transpose", [y], perm=[0, 1, 3, 5, 2, 4])
+    cx.add(n, "Reshape", [y, cx.ints(n, "merge", [0, c * r * r, h // r, w // r])], n.outputs)
+
+
+def where(cx: EmitContext, n: Node) -> None:
+    # Where(cond, a, b) with a and b cast to the result dtype (ONNX wants them equal)
+    out = cx.dtype(n.output)
+    cond, a, b = n.inputs
+    a, b = (v if cx.dtype(v) == out else cx.add(n, "Cast", [v], to=elem_type(out)) for v in (a, b))
+    cx.add(n, "Where", [cond, a, b], n.outputs)
+
+
+def compare(op_type: str) -> Rule:
+    """A comparison; operands cast to the dtype torch compares in (ONNX wants them equal)."""
+
+    def rule(cx: EmitContext, n: Node) -> None:
+        import torch
+
+        from graphopt.ir.types import dtype_from_torch, torch_dtype
+
+        types = [cx.type(v) for v in n.inputs]
+        probes = [torch.empty([1] * min(t.rank, 1), dtype=torch_dtype(t.dtype)) for t in types]
+        common = dtype_from_torch(torch.result_type(*probes))
+        ins = [
+            v if t.dtype == common else cx.add(n, "Cast", [v], to=elem_type(common)) for v, t in zip(n.inputs, types)
+        ]
+        cx.add(n, op_type, ins, n.outputs)
+
+    return rule
+
+
+def einsum(cx: EmitContext, n: Node) -> None:
+    cx.add(n, "Einsum", n.inputs, n.outputs, equation=n.attrs["equation"])
+
+
 def embedding(cx: EmitContext, n: Node) -> None:
     indices, weight = n.inputs
     cx.add(n, "Gather", [weight, indices], n.outputs, axis=0)
@@ -442,6 +534,7 @@ def dequantize(cx: EmitContext, n: Node) -> None:
 
 RULES: dict[str, Rule] = {
     "conv": conv,  # Conv (kernel_shape from the weight)
+    "conv_transpose": conv_transpose,  # ConvTranspose (kernel_shape from the weight)
     "linear": linear,  # Gemm(transB=1) for 2-D x; else MatMul(x, W.T) + b
     "matmul": simple("MatMul"),
     "batch_norm": batch_norm,  # BatchNormalization
@@ -469,6 +562,13 @@ RULES: dict[str, Rule] = {
     "pow": binary("Pow"),
     "maximum": binary("Max"),
     "minimum": binary("Min"),
+    "equal": compare("Equal"),  # operands cast to torch's compare dtype
+    "less": compare("Less"),
+    "greater": compare("Greater"),
+    "less_equal": compare("LessOrEqual"),
+    "greater_equal": compare("GreaterOrEqual"),
+    "where": where,  # Where (branches cast to the result dtype)
+    "einsum": einsum,  # Einsum
     "max_pool": _pool("MaxPool"),
     "avg_pool": _pool("AveragePool"),
     "adaptive_avg_pool": _adaptive_pool("GlobalAveragePool", "AveragePool"),
@@ -486,6 +586,11 @@ RULES: dict[str, Rule] = {
     "expand": expand,  # Expand with a constant shape
     "slice": slice_,  # Slice on one axis
     "select": select,  # Slice + Squeeze
+    "resize": resize,  # Resize with scales (torch's scale factors) or sizes
+    "pixel_shuffle": lambda cx, n: cx.add(
+        n, "DepthToSpace", n.inputs, n.outputs, blocksize=int(n.attrs["upscale_factor"]), mode="CRD"
+    ),
+    "pixel_unshuffle": pixel_unshuffle,  # Reshape, Transpose, Reshape (SpaceToDepth orders channels DCR)
     "embedding": embedding,  # Gather(weight, indices, axis=0)
     "cast": cast,
     "identity": simple("Identity"),

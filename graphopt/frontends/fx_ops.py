@@ -20,6 +20,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def _is_float(cx, x) -> bool:
 def _conv(cx, node, a):
     # conv{1,2,3}d(x, w, b, stride, padding | 'same' | 'valid', dilation, groups) => conv{pads}
     if a.get("transposed"):
-        return None
+        return _conv_transpose(cx, node, a)
     x, w = a["input"], a["weight"]
     kernel = cx.type(w).shape[2:]
     nd = len(kernel)
@@ -71,6 +72,28 @@ def _conv(cx, node, a):
         begins = ends = _ntuple(padding, nd)
     inputs = [cx.v(x), cx.v(w)] + ([cx.v(a["bias"])] if a["bias"] is not None else [])
     return cx.emit("conv", inputs, stride=stride, pads=begins + ends, dilation=dilation, groups=int(a["groups"]))
+
+
+def _conv_transpose(cx, node, a):
+    # conv_transpose{1,2,3}d(x, w, b, stride, padding, output_padding, groups, dilation) => conv_transpose
+    # (also convolution(..., transposed=True))
+    if node.target is aten.convolution.default and not a["transposed"]:
+        return None
+    x, w = a["input"], a["weight"]
+    nd = cx.type(w).rank - 2
+    if cx.type(x).rank != nd + 2:  # unbatched input
+        return None
+    pad = _ntuple(a["padding"], nd)
+    inputs = [cx.v(x), cx.v(w)] + ([cx.v(a["bias"])] if a["bias"] is not None else [])
+    return cx.emit(
+        "conv_transpose",
+        inputs,
+        stride=_ntuple(a["stride"], nd),
+        pads=pad + pad,
+        output_padding=_ntuple(a["output_padding"], nd),
+        dilation=_ntuple(a["dilation"], nd),
+        groups=int(a["groups"]),
+    )
 
 
 def _linear(cx, node, a):
@@ -160,6 +183,26 @@ def _binary(cx, node, a, op, reverse=False):
     if alpha != 1:
         y = cx.emit("mul", [y, cx.scalar(alpha, "alpha")], suffix="_alpha")
     return cx.emit(op, [x, y])
+
+
+def _compare(cx, node, a, op):
+    # eq/lt/gt/le/ge(x, y | scalar) => op; a scalar takes x's dtype (a float against integers: float32)
+    x, y = node.args[0], node.args[1]
+    if isinstance(y, torch.fx.Node):
+        return cx.emit(op, [cx.v(x), cx.v(y)])
+    dtype = cx.type(x).dtype
+    if isinstance(y, float) and not _is_float(cx, x):
+        dtype = "float32"
+    elif dtype == "bool" and not isinstance(y, bool):
+        dtype = "int64"
+    other = cx.graph.add_param(f"{node.name}_scalar", np.asarray(y, dtype=dtype), trainable=False)
+    return cx.emit(op, [cx.v(x), other])
+
+
+def _where(cx, node, a):
+    # where(cond, x | scalar, y | scalar) => where (a scalar in the result dtype)
+    cond, x, y = node.args[:3]
+    return cx.emit("where", [cx.v(cond), cx.operand(x, "self"), cx.operand(y, "other")])
 
 
 # --- pooling and reductions -------------------------------------------------------------
@@ -347,6 +390,39 @@ def _select(cx, node, a):
     return cx.emit("select", [cx.v(a["self"])], axis=axis, index=_axis(int(a["index"]), t.shape[axis]))
 
 
+def _resize(cx, node, a, mode):
+    # upsample_*(x, output_size?, [align_corners,] scale_factors? | scales_*) => resize{size, scales}
+    out = cx.out_type()
+    nd = out.rank - 2
+    if cx.type(node.args[0]).rank != nd + 2:
+        return None
+    if "scale_factors" in a:
+        scales = a["scale_factors"]
+    else:  # the .default overloads: one optional scale per spatial axis
+        scales = [a.get(k) for k in ("scales_d", "scales_h", "scales_w", "scales") if k in a][-nd:]
+        scales = None if all(s is None for s in scales) else scales
+    return cx.emit(
+        "resize",
+        [cx.v(node.args[0])],
+        size=list(out.shape[2:]),
+        mode=mode,
+        align_corners=bool(a.get("align_corners") or False),
+        scales=None if scales is None else [None if s is None else float(s) for s in scales],
+    )
+
+
+def _pixel_shuffle(cx, node, a, op, attr):
+    # pixel_shuffle / pixel_unshuffle(x, r) of a 4-d x => op{r}
+    if cx.type(node.args[0]).rank != 4:
+        return None
+    return cx.emit(op, [cx.v(node.args[0])], **{attr: int(node.args[1])})
+
+
+def _einsum(cx, node, a):
+    # einsum(equation, tensors) => einsum{equation}
+    return cx.emit("einsum", [cx.v(t) for t in a["tensors"]], equation=str(a["equation"]))
+
+
 def _embedding(cx, node, a):
     # embedding(w, ids) => embedding(ids, w) (padding_idx only affects gradients)
     return cx.emit("embedding", [cx.v(a["indices"]), cx.v(a["weight"])])
@@ -380,6 +456,9 @@ RULES: dict[Any, Rule] = {
     aten.conv2d.padding: _conv,
     aten.conv3d.padding: _conv,
     aten.convolution.default: _conv,
+    aten.conv_transpose1d.default: _conv_transpose,
+    aten.conv_transpose2d.input: _conv_transpose,
+    aten.conv_transpose3d.input: _conv_transpose,
     aten.linear.default: _linear,
     aten.matmul.default: _matmul,
     aten.mm.default: _matmul,
@@ -412,6 +491,21 @@ RULES: dict[Any, Rule] = {
     aten.pow.Tensor_Tensor: partial(_binary, op="pow"),
     aten.maximum.default: partial(_binary, op="maximum"),
     aten.minimum.default: partial(_binary, op="minimum"),
+    aten.eq.Tensor: partial(_compare, op="equal"),
+    aten.eq.Scalar: partial(_compare, op="equal"),
+    aten.lt.Tensor: partial(_compare, op="less"),
+    aten.lt.Scalar: partial(_compare, op="less"),
+    aten.gt.Tensor: partial(_compare, op="greater"),
+    aten.gt.Scalar: partial(_compare, op="greater"),
+    aten.le.Tensor: partial(_compare, op="less_equal"),
+    aten.le.Scalar: partial(_compare, op="less_equal"),
+    aten.ge.Tensor: partial(_compare, op="greater_equal"),
+    aten.ge.Scalar: partial(_compare, op="greater_equal"),
+    aten.where.self: _where,
+    aten.where.ScalarOther: _where,
+    aten.where.ScalarSelf: _where,
+    aten.where.Scalar: _where,
+    aten.einsum.default: _einsum,
     aten.max_pool1d.default: partial(_max_pool, nd=1),
     aten.max_pool2d.default: partial(_max_pool, nd=2),
     aten.max_pool3d.default: partial(_max_pool, nd=3),
@@ -455,6 +549,8 @@ RULES: dict[Any, Rule] = {
     aten.expand.default: _expand,
     aten.slice.Tensor: _slice,
     aten.select.int: _select,
+    aten.pixel_shuffle.default: partial(_pixel_shuffle, op="pixel_shuffle", attr="upscale_factor"),
+    aten.pixel_unshuffle.default: partial(_pixel_shuffle, op="pixel_unshuffle", attr="downscale_factor"),
     aten.embedding.default: _embedding,
     aten.dropout.default: _dropout,
     aten.feature_dropout.default: _dropout,
@@ -490,6 +586,24 @@ for _op in [
     "reciprocal",
 ]:
     RULES[getattr(aten, _op).default] = partial(_unary, op=_op)  # op(x) => op
+
+for _nd, _kinds in [
+    (
+        1,
+        [
+            ("nearest", "upsample_nearest1d"),
+            ("nearest-exact", "_upsample_nearest_exact1d"),
+            ("linear", "upsample_linear1d"),
+        ],
+    ),
+    (2, [("nearest", "upsample_nearest2d"), ("nearest-exact", "_upsample_nearest_exact2d")]),
+    (2, [("linear", "upsample_bilinear2d"), ("cubic", "upsample_bicubic2d")]),
+    (3, [("nearest", "upsample_nearest3d"), ("nearest-exact", "_upsample_nearest_exact3d")]),
+    (3, [("linear", "upsample_trilinear3d")]),
+]:
+    for _mode, _name in _kinds:
+        for _overload in ("vec", "default"):
+            RULES[getattr(getattr(aten, _name), _overload)] = partial(_resize, mode=_mode)  # => resize{size, mode}
 
 # Assertions export leaves in the graph; they compute nothing.
 IGNORED = {

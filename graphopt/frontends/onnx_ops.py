@@ -106,6 +106,30 @@ def conv(cx: NodeContext) -> bool:
     return True
 
 
+def conv_transpose(cx: NodeContext) -> bool:
+    # ConvTranspose(x, W[in, out/group, *k], b) => conv_transpose; output_shape / auto_pad forms stay opaque
+    w, x = cx.type(1), cx.type(0)
+    if w is None or not w.is_static or w.rank not in (3, 4, 5) or x is None or x.rank != w.rank:
+        return False
+    auto = cx.attr("auto_pad", "NOTSET")
+    if cx.attr("output_shape") is not None or (auto.decode() if isinstance(auto, bytes) else auto) != "NOTSET":
+        raise Unmappable("output_shape and auto_pad are not mapped")
+    nd, group = w.rank - 2, int(cx.attr("group", 1))
+    if isinstance(x.shape[1], int) and x.shape[1] != w.shape[0]:
+        raise cx.invalid(
+            f"input '{cx.ins[0]}' has {x.shape[1]} channels, weight '{cx.ins[1]}' {list(w.shape)} reads {w.shape[0]}"
+        )
+    attrs = dict(
+        stride=list(cx.attr("strides", [1] * nd)),
+        pads=list(cx.attr("pads", [0] * 2 * nd)),
+        output_padding=list(cx.attr("output_padding", [0] * nd)),
+        dilation=list(cx.attr("dilations", [1] * nd)),
+        groups=group,
+    )
+    cx.emit("conv_transpose", cx.ins[:3] if cx.has(2) else cx.ins[:2], attrs, final=True)
+    return True
+
+
 def gemm(cx: NodeContext) -> bool:
     ta, tb = int(cx.attr("transA", 0)), int(cx.attr("transB", 0))
     alpha, beta = float(cx.attr("alpha", 1.0)), float(cx.attr("beta", 1.0))
@@ -193,6 +217,17 @@ def layer_norm(cx: NodeContext) -> bool:
 def unary(op: str) -> Rule:
     def rule(cx: NodeContext) -> bool:
         cx.emit(op, cx.ins[:1], final=True)
+        return True
+
+    rule.__name__ = op
+    return rule
+
+
+def all_inputs(op: str) -> Rule:
+    """All inputs, in order, no attributes."""
+
+    def rule(cx: NodeContext) -> bool:
+        cx.emit(op, cx.ins, final=True)
         return True
 
     rule.__name__ = op
@@ -426,6 +461,75 @@ def gather(cx: NodeContext) -> bool:
     return True
 
 
+# (mode, coordinate_transformation_mode, nearest_mode) => (canonical mode, align_corners)
+_RESIZE_FORMS = {
+    ("nearest", "asymmetric", "floor"): ("nearest", False),
+    ("nearest", "half_pixel", "round_prefer_ceil"): ("nearest-exact", False),
+    ("linear", "half_pixel", None): ("linear", False),
+    ("linear", "align_corners", None): ("linear", True),
+    ("cubic", "half_pixel", None): ("cubic", False),
+    ("cubic", "align_corners", None): ("cubic", True),
+}
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def resize(cx: NodeContext) -> bool:
+    # Resize(x, roi, scales | sizes) in torch's interpolate forms => resize{size, mode, align_corners, scales}
+    t = cx.type(0)
+    if t is None or t.rank not in (3, 4, 5) or not all(isinstance(d, int) for d in t.shape[1:]):
+        return False
+    mode = _text(cx.attr("mode", "nearest"))
+    coords = _text(cx.attr("coordinate_transformation_mode", "half_pixel"))
+    nearest = _text(cx.attr("nearest_mode", "round_prefer_floor")) if mode == "nearest" else None
+    form = _RESIZE_FORMS.get((mode, coords, nearest))
+    if form is None:
+        raise Unmappable(f"Resize {mode} / {coords} / {nearest} has no torch equivalent")
+    if mode == "cubic" and (float(cx.attr("cubic_coeff_a", -0.75)) != -0.75 or int(cx.attr("exclude_outside", 0))):
+        raise Unmappable("cubic_coeff_a other than -0.75 or exclude_outside")
+    if int(cx.attr("antialias", 0)) or cx.attr("axes") is not None:
+        raise Unmappable("antialias and axes are not mapped")
+    spatial = list(t.shape[2:])
+    scales = cx.const(2) if cx.has(2) else None
+    sizes = cx.const_ints(3) if cx.has(3) else None
+    if scales is not None and scales.size:
+        scales = [float(v) for v in scales.reshape(-1)]
+        if len(scales) != t.rank or scales[:2] != [1.0, 1.0]:
+            raise Unmappable(f"scales {scales} resize the batch or channel axis")
+        size = [int(np.floor(d * np.float32(s))) for d, s in zip(spatial, scales[2:])]
+        attrs = dict(size=size, scales=scales[2:])
+    elif sizes is not None and len(sizes) == t.rank and sizes[:2] == list(t.shape[:2]):
+        attrs = dict(size=sizes[2:], scales=None)
+    else:
+        raise Unmappable("scales / sizes are not constants that resize only the spatial axes")
+    cx.emit("resize", cx.ins[:1], dict(attrs, mode=form[0], align_corners=form[1]), final=True)
+    return True
+
+
+def depth_to_space(cx: NodeContext) -> bool:
+    # DepthToSpace CRD => pixel_shuffle; DCR => reshape [N, r, r, C, H, W], permute, reshape
+    t, r = cx.type(0), int(cx.attr("blocksize"))
+    if t is None or t.rank != 4:
+        return False
+    if _text(cx.attr("mode", "DCR")) == "CRD":
+        cx.emit("pixel_shuffle", cx.ins[:1], {"upscale_factor": r}, final=True)
+        return True
+    _, c, h, w = t.shape
+    if not all(isinstance(d, int) for d in (c, h, w)):
+        return False
+    y = cx.emit("reshape", cx.ins[:1], {"shape": [0, r, r, c // (r * r), h, w]})
+    y = cx.emit("permute", [y], {"perm": [0, 3, 4, 1, 5, 2]})
+    cx.emit("reshape", [y], {"shape": [0, c // (r * r), h * r, w * r]}, final=True)
+    return True
+
+
+def einsum(cx: NodeContext) -> bool:
+    cx.emit("einsum", cx.ins, {"equation": _text(cx.attr("equation"))}, final=True)
+    return True
+
+
 def dropout(cx: NodeContext) -> bool:
     if not cx.only_first_output_used():
         return False
@@ -542,6 +646,7 @@ def dequantize_linear(cx: NodeContext) -> bool:
 
 RULES: dict[str, Rule] = {
     "Conv": conv,  # Conv(x, W, b) => conv (auto_pad resolved)
+    "ConvTranspose": conv_transpose,  # explicit pads only (output_shape / auto_pad stay opaque)
     "Gemm": gemm,  # Gemm => linear, or permute/matmul/mul/add
     "MatMul": matmul,  # MatMul(x, B) => linear(x, B.T) for a 2-D param B (or W.T)
     "BatchNormalization": batch_norm,  # inference form only
@@ -567,6 +672,15 @@ RULES: dict[str, Rule] = {
     "Pow": binary("pow"),
     "Max": binary("maximum"),  # two inputs only
     "Min": binary("minimum"),
+    "Equal": binary("equal"),
+    "Less": binary("less"),
+    "Greater": binary("greater"),
+    "LessOrEqual": binary("less_equal"),
+    "GreaterOrEqual": binary("greater_equal"),
+    "Where": all_inputs("where"),
+    "Einsum": einsum,
+    "Resize": resize,  # torch's interpolate forms (nearest floor/asymmetric, linear/cubic half-pixel or corners)
+    "DepthToSpace": depth_to_space,  # CRD => pixel_shuffle, DCR => reshape/permute/reshape
     "Concat": concat,
     "Split": split,  # sizes from input, attribute or num_outputs
     "Reshape": reshape,  # constant shape

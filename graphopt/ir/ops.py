@@ -330,6 +330,66 @@ def dequantize(q, scale, zero_point, *, axis, block_size):
     return (q.to(s.dtype) - z.to(s.dtype)) * s
 
 
+def conv_transpose(x, weight, bias=None, *, stride, pads, output_padding, dilation, groups):
+    # The full transposed conv, then `pads` cropped (begins, ends) and `output_padding` zeros added at
+    # each spatial end: ONNX's output size stride*(in-1) + output_padding + dilation*(k-1) + 1 - begin - end.
+    nd = x.dim() - 2
+    begins, ends = _split_pads(pads, nd)
+    fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[nd]
+    extra = tuple(output_padding)
+    if begins == ends and all(p < max(s, d) for p, s, d in zip(extra, stride, dilation)):  # torch's own form
+        return fn(x, weight, bias, tuple(stride), tuple(begins), extra, groups, tuple(dilation))
+    y = fn(x, weight, None, tuple(stride), 0, 0, groups, tuple(dilation))
+    y = F.pad(y, _torch_pad_order([-b for b in begins], [p - e for p, e in zip(extra, ends)]))  # < 0 crops
+    return y if bias is None else y + bias.reshape([1, -1] + [1] * nd)
+
+
+_aten = torch.ops.aten
+_RESIZE_KERNELS = {
+    ("nearest", 1): _aten.upsample_nearest1d.default,
+    ("nearest", 2): _aten.upsample_nearest2d.default,
+    ("nearest", 3): _aten.upsample_nearest3d.default,
+    ("nearest-exact", 1): _aten._upsample_nearest_exact1d.default,
+    ("nearest-exact", 2): _aten._upsample_nearest_exact2d.default,
+    ("nearest-exact", 3): _aten._upsample_nearest_exact3d.default,
+    ("linear", 1): _aten.upsample_linear1d.default,
+    ("linear", 2): _aten.upsample_bilinear2d.default,
+    ("linear", 3): _aten.upsample_trilinear3d.default,
+    ("cubic", 2): _aten.upsample_bicubic2d.default,
+}
+RESIZE_MODES = ("nearest", "nearest-exact", "linear", "cubic")
+
+
+def resize(x, *, size, mode, align_corners, scales):
+    # torch's interpolate kernels: `scales` (per spatial axis, None = out/in) place the source
+    # coordinates exactly as F.interpolate(scale_factor=...) does; align_corners ignores them.
+    nd = x.dim() - 2
+    kernel = _RESIZE_KERNELS.get((mode, nd))
+    if kernel is None:
+        raise ValueError(f"resize mode '{mode}' of {nd}-d inputs is not supported; modes: {RESIZE_MODES}")
+    if len(size) != nd or (scales is not None and len(scales) != nd):
+        raise ValueError(f"resize of a {nd}-d input needs {nd} sizes and scales, got {list(size)}, {scales}")
+    if mode.startswith("nearest") and align_corners:
+        raise ValueError(f"resize mode '{mode}' has no align_corners form")
+    scales = [None] * nd if scales is None else [None if s is None else float(s) for s in scales]
+    size = [int(s) for s in size]
+    if mode.startswith("nearest"):
+        return kernel(x, size, *scales)
+    return kernel(x, size, bool(align_corners), *scales)
+
+
+def pixel_shuffle(x, *, upscale_factor):
+    return F.pixel_shuffle(x, upscale_factor)
+
+
+def pixel_unshuffle(x, *, downscale_factor):
+    return F.pixel_unshuffle(x, downscale_factor)
+
+
+def einsum(*xs, equation):
+    return torch.einsum(equation, *xs)
+
+
 # --- the table ------------------------------------------------------------------
 
 _CONV_ATTRS = dict(stride=REQUIRED, pads=REQUIRED, dilation=REQUIRED, groups=1)
@@ -339,6 +399,14 @@ _define(
     conv,
     _CONV_ATTRS,
     doc="N-d convolution; weight [out, in/groups, *kernel]; pads ONNX-style.",
+)
+_define(
+    "conv_transpose",
+    ["x", "weight", "bias?"],
+    conv_transpose,
+    dict(_CONV_ATTRS, output_padding=REQUIRED),
+    doc="N-d transposed convolution; weight [in, out/groups, *kernel]; pads ONNX-style (cropped from the "
+    "full output), output_padding added at the spatial ends.",
 )
 _define("linear", ["x", "weight", "bias?"], linear, doc="y = x @ weight.T + bias; weight [out, in].")
 _define("matmul", ["a", "b"], torch.matmul, doc="Batched matrix product with broadcasting.")
@@ -395,6 +463,18 @@ for _name, _fn in [
 ]:
     _define(_name, ["a", "b"], _fn, elementwise=True, doc=f"Broadcasting elementwise {_name}.")
 
+for _name, _fn in [
+    ("equal", torch.eq),
+    ("less", torch.lt),
+    ("greater", torch.gt),
+    ("less_equal", torch.le),
+    ("greater_equal", torch.ge),
+]:
+    _define(_name, ["a", "b"], _fn, elementwise=True, doc=f"Broadcasting comparison ({_name}) -> bool.")
+_define(
+    "where", ["condition", "a", "b"], torch.where, elementwise=True, doc="a where condition, else b (broadcasting)."
+)
+
 _POOL_ATTRS = dict(kernel_size=REQUIRED, stride=REQUIRED, pads=REQUIRED, ceil_mode=False)
 _define("max_pool", ["x"], max_pool, dict(_POOL_ATTRS, dilation=REQUIRED), doc="Max pooling.")
 _define("avg_pool", ["x"], avg_pool, dict(_POOL_ATTRS, count_include_pad=True), doc="Average pooling.")
@@ -442,6 +522,30 @@ _define(
     doc="Row lookup in weight [num, dim]; an index outside "
     "[0, num) raises here (torch) but the TVM backend clamps it: -1 reads row 0, num or more the last row.",
 )
+_define(
+    "resize",
+    ["x"],
+    resize,
+    dict(size=REQUIRED, mode="nearest", align_corners=False, scales=None),
+    doc="Resize the spatial dims to `size` as torch's interpolate: mode nearest (floor of dst * in/out), "
+    "nearest-exact (half-pixel, rounding up), linear or cubic (half-pixel, or align_corners); `scales` "
+    "(per axis, None = out/in) place source coordinates as scale_factor does.",
+)
+_define(
+    "pixel_shuffle",
+    ["x"],
+    pixel_shuffle,
+    dict(upscale_factor=REQUIRED),
+    doc="[N, C*r*r, H, W] -> [N, C, H*r, W*r] (ONNX DepthToSpace, CRD).",
+)
+_define(
+    "pixel_unshuffle",
+    ["x"],
+    pixel_unshuffle,
+    dict(downscale_factor=REQUIRED),
+    doc="[N, C, H*r, W*r] -> [N, C*r*r, H, W], the inverse of pixel_shuffle.",
+)
+_define("einsum", ["*xs"], einsum, dict(equation=REQUIRED), doc="Einstein summation (torch/ONNX equation).")
 _define("cast", ["x"], cast, dict(dtype=REQUIRED), doc="Convert dtype.")
 _define("identity", ["x"], identity, doc="Returns its input.")
 _define("dropout", ["x"], dropout, dict(p=0.5), doc="Dropout; identity at inference.")

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 import tvm
 from tvm import relax
 
 from graphopt.ir.ops import quant_range
-from graphopt.ir.types import TensorType, carrier_dtype
+from graphopt.ir.ops import resize as resize_reference
+from graphopt.ir.types import TensorType, carrier_dtype, dtype_from_torch, torch_dtype
 
 if TYPE_CHECKING:
     from graphopt.ir.graph import Graph, Node
@@ -82,6 +84,27 @@ def conv(cx, x, w, b=None, *, stride, pads, dilation, groups):
     nd = len(shape_of(x)) - 2
     fn = {1: R.nn.conv1d, 2: R.nn.conv2d, 3: R.nn.conv3d}[nd]
     y = fn(x, w, strides=list(stride), padding=list(pads), dilation=list(dilation), groups=groups)
+    if b is None:
+        return y
+    return R.add(cx.emit(y), R.reshape(b, _channel_shape(nd + 2, 1, shape_of(b)[0])))
+
+
+def conv_transpose(cx, x, w, b=None, *, stride, pads, output_padding, dilation, groups):
+    # Relax takes ONNX's pads order and the IOHW weight. Output padding is folded into the end
+    # crop where that crop is large enough; otherwise it is Relax's output_padding (< stride).
+    nd = len(shape_of(x)) - 2
+    fn = {1: R.nn.conv1d_transpose, 2: R.nn.conv2d_transpose, 3: R.nn.conv3d_transpose}[nd]
+    begins, ends, extra = list(pads[:nd]), list(pads[nd:]), list(output_padding)
+    folded = [(e - p, 0) if e >= p else (e, p) for e, p in zip(ends, extra)]
+    y = fn(
+        x,
+        w,
+        strides=list(stride),
+        padding=begins + [e for e, _ in folded],
+        output_padding=[p for _, p in folded],
+        dilation=list(dilation),
+        groups=groups,
+    )
     if b is None:
         return y
     return R.add(cx.emit(y), R.reshape(b, _channel_shape(nd + 2, 1, shape_of(b)[0])))
@@ -172,6 +195,74 @@ def _binary(fn: Callable) -> Callable:
         return y
 
     return rule
+
+
+def _promoted(a: relax.Expr, b: relax.Expr) -> str:
+    """torch's result dtype for two operands (a 0-d operand does not widen a dimensioned one)."""
+    a, b = (torch.empty([1] * min(len(shape_of(x)), 1), dtype=torch_dtype(dtype_of(x))) for x in (a, b))
+    return dtype_from_torch(torch.result_type(a, b))
+
+
+def _compare(fn: Callable) -> Callable:
+    # Relax compares equal dtypes: both operands are cast to the dtype torch compares in.
+    def rule(cx, a, b):
+        dt = _promoted(a, b)
+        return fn(_not_immediate(a, dt), _not_immediate(b, dt))
+
+    return rule
+
+
+def where(cx, condition, a, b):
+    dt = cx.out_dtype(_promoted(a, b))
+    y = R.where(cast(condition, "bool"), _not_immediate(a, dt), _not_immediate(b, dt))
+    if not shape_of(condition) and not shape_of(a) and not shape_of(b):  # all 0-d: undo the [1]
+        y = R.reshape(cx.emit(y), [])
+    return y
+
+
+def einsum(cx, *xs, equation):
+    # A product of two operands over distinct letters is a batched matmul between permutes and
+    # reshapes (fast schedules); anything else (traces, ellipses, one or three operands) is R.einsum.
+    plan = _einsum_as_matmul(equation, [shape_of(x) for x in xs])
+    if plan is None:
+        return R.einsum(list(xs), equation)
+    a, b = xs
+    (perm_a, shape_a), (perm_b, shape_b), shape_y, perm_y = plan
+    a = cx.emit(R.reshape(cx.emit(R.permute_dims(a, perm_a)), shape_a))
+    b = cx.emit(R.reshape(cx.emit(R.permute_dims(b, perm_b)), shape_b))
+    y = cx.emit(R.reshape(cx.emit(R.matmul(a, b)), shape_y))
+    return R.permute_dims(y, perm_y) if perm_y != sorted(perm_y) else y
+
+
+def _einsum_as_matmul(equation: str, shapes: list[list[int]]):
+    """(a: perm, [B, M, K]), (b: perm, [B, K, N]), [*batch, *m, *n], perm to the output; or None."""
+    eq = equation.replace(" ", "")
+    if "->" not in eq or "." in eq or len(shapes) != 2:
+        return None
+    lhs, out = eq.split("->")
+    ta, tb = lhs.split(",")
+    if any(len(set(t)) != len(t) for t in (ta, tb, out)):
+        return None
+    size = {c: d for t, s in ((ta, shapes[0]), (tb, shapes[1])) for c, d in zip(t, s)}
+    if any(size[c] != d for t, s in ((ta, shapes[0]), (tb, shapes[1])) for c, d in zip(t, s)):
+        return None  # a broadcast letter (size 1 against n)
+    batch = [c for c in ta if c in tb and c in out]
+    contract = [c for c in ta if c in tb and c not in out]
+    m = [c for c in ta if c not in tb]
+    n = [c for c in tb if c not in ta]
+    if any(c not in out for c in m + n):
+        return None  # a letter summed within one operand
+    prod = lambda cs: int(np.prod([size[c] for c in cs], dtype=np.int64))  # noqa: E731
+    nb, nm, nk, nn = prod(batch), prod(m), prod(contract), prod(n)
+    perm_a = [ta.index(c) for c in batch + m + contract]
+    perm_b = [tb.index(c) for c in batch + contract + n]
+    order = batch + m + n
+    return (
+        (perm_a, [nb, nm, nk]),
+        (perm_b, [nb, nk, nn]),
+        [size[c] for c in order],
+        [order.index(c) for c in out],
+    )
 
 
 # --- pooling and reductions ----------------------------------------------------------------
@@ -347,6 +438,68 @@ def select(cx, x, *, axis, index):
     return R.squeeze(cx.emit(R.strided_slice(x, [axis], [index], [index + 1])), [axis])
 
 
+_RESIZE_METHOD = {  # mode -> (Relax method, rounding, coordinate mode without align_corners)
+    "nearest": ("nearest_neighbor", "floor", "asymmetric"),
+    "nearest-exact": ("nearest_neighbor", "round_prefer_ceil", "half_pixel"),
+    "linear": ("linear", "", "half_pixel"),
+    "cubic": ("cubic", "", "half_pixel"),
+}
+
+
+def resize(cx, x, *, size, mode, align_corners, scales):
+    # Relax's resize places source coordinates by in/out. torch uses 1/scale when a scale factor
+    # is given (x1.5 of 5 -> 7 reads at 5/7.5, not 5/7); where they differ in float32, each axis
+    # is resized by a constant [in, out] interpolation matrix built from the torch reference.
+    shape, dt = shape_of(x), dtype_of(x)
+    ins, nd = shape[2:], len(shape) - 2
+    scales = [None] * nd if scales is None else list(scales)
+    exact = align_corners or all(
+        s is None or np.float32(1 / s) == np.float32(n / int(m)) for s, n, m in zip(scales, ins, size)
+    )
+    if not exact or nd == 1:
+        y = x
+        for axis, (n, m, s) in enumerate(zip(ins, size, scales)):
+            if n != m or s is not None:
+                a = _resize_matrix(mode, align_corners, n, int(m), s)
+                y = cx.emit(_matmul_along(cx, y, 2 + axis, const(a, dt)))
+        return y
+    method, rounding, coords = _RESIZE_METHOD[mode]
+    fn = R.image.resize2d if nd == 2 else R.image.resize3d
+    return fn(
+        x,
+        [int(m) for m in size],
+        method=method,
+        coordinate_transformation_mode="align_corners" if align_corners else coords,
+        rounding_method=rounding,
+        cubic_alpha=-0.75,
+    )
+
+
+def _resize_matrix(mode, align_corners, n: int, m: int, scale) -> np.ndarray:
+    """[n, m]: column j weights the inputs of output j along one axis (the reference on a basis)."""
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, 1, 1, n)
+    out = resize_reference(basis, size=[1, m], mode=mode, align_corners=align_corners, scales=[1.0, scale])
+    return out.reshape(n, m).numpy()
+
+
+def pixel_shuffle(cx, x, *, upscale_factor):
+    # [N, C*r*r, H, W] -> [N, C, r, r, H, W] -> [N, C, H, r, W, r] -> [N, C, H*r, W*r]
+    n, c, h, w = shape_of(x)
+    r = int(upscale_factor)
+    y = cx.emit(R.reshape(x, [n, c // (r * r), r, r, h, w]))
+    y = cx.emit(R.permute_dims(y, [0, 1, 4, 2, 5, 3]))
+    return R.reshape(y, [n, c // (r * r), h * r, w * r])
+
+
+def pixel_unshuffle(cx, x, *, downscale_factor):
+    # [N, C, H*r, W*r] -> [N, C, H, r, W, r] -> [N, C, r, r, H, W] -> [N, C*r*r, H, W]
+    n, c, h, w = shape_of(x)
+    r = int(downscale_factor)
+    y = cx.emit(R.reshape(x, [n, c, h // r, r, w // r, r]))
+    y = cx.emit(R.permute_dims(y, [0, 1, 3, 5, 2, 4]))
+    return R.reshape(y, [n, c * r * r, h // r, w // r])
+
+
 def embedding(cx, indices, weight):
     # "clip" mode: an index outside [0, num) is clamped into it (-1 reads row 0, num or more
     # the last row) where torch raises; documented in ir/ops.py, pinned by a test.
@@ -427,6 +580,7 @@ RuleFn = Callable[..., Any]
 
 RULES: dict[str, RuleFn] = {
     "conv": conv,  # nn.conv{1,2,3}d (+ bias add); ONNX pads as is
+    "conv_transpose": conv_transpose,  # nn.conv{1,2,3}d_transpose (IOHW weight) + crop/pad, bias add
     "linear": linear,  # linear(x, w, b) = x @ w.T + b
     "matmul": matmul,  # matmul with broadcasting
     "batch_norm": batch_norm,  # nn.batch_norm(training=False)[0]
@@ -454,6 +608,13 @@ RULES: dict[str, RuleFn] = {
     "pow": _binary(R.power),  # power
     "maximum": _binary(R.maximum),  # maximum
     "minimum": _binary(R.minimum),  # minimum
+    "equal": _compare(R.equal),  # equal (operands cast to torch's compare dtype)
+    "less": _compare(R.less),  # less
+    "greater": _compare(R.greater),  # greater
+    "less_equal": _compare(R.less_equal),  # less_equal
+    "greater_equal": _compare(R.greater_equal),  # greater_equal
+    "where": where,  # where (branches cast to the result dtype)
+    "einsum": einsum,  # permute/reshape + matmul where it is one, else einsum
     "max_pool": max_pool,  # nn.max_pool{1,2,3}d, ONNX pads, ceil_mode
     "avg_pool": avg_pool,  # nn.avg_pool{1,2,3}d, count_include_pad
     "adaptive_avg_pool": adaptive_avg_pool,  # mean | avg_pool | per-axis averaging matmul
@@ -471,6 +632,9 @@ RULES: dict[str, RuleFn] = {
     "expand": expand,  # broadcast_to with -1 resolved statically
     "slice": slice_,  # strided_slice with clamped static bounds
     "select": select,  # strided_slice + squeeze
+    "resize": resize,  # image.resize2d/3d; per-axis interpolation matmul for 1-d or torch's scale factors
+    "pixel_shuffle": pixel_shuffle,  # reshape, permute, reshape
+    "pixel_unshuffle": pixel_unshuffle,  # reshape, permute, reshape
     "embedding": embedding,  # take(weight, indices, axis=0)
     "cast": cast_,  # astype; to bool is x != 0
     "identity": identity,  # the input itself
