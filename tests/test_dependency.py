@@ -160,10 +160,10 @@ class ThroughOpaque(nn.Module):
     def __init__(self):
         super().__init__()
         self.c = nn.Conv2d(3, 8, 1)
-        self.fc = nn.Linear(2 * 16 * 16, 4)
+        self.fc = nn.Linear(8 * 8 * 8, 4)
 
     def forward(self, x):
-        return self.fc(nn.functional.pixel_shuffle(self.c(x), 2).flatten(1))
+        return self.fc(torch.cumsum(self.c(x), dim=1).flatten(1))
 
 
 class SoftmaxOverChannels(nn.Module):

@@ -98,6 +98,38 @@ def _conv(ins, outs, attrs, uniform: bool = False) -> NodeRule:
     return rule
 
 
+def _conv_transpose(ins, outs, attrs) -> NodeRule:
+    """Weight [in, out/groups, *k]: in channels with weight rows, out channels with weight columns.
+
+    Grouped: whole groups go together (in channels, weight rows and out channels in blocks).
+    """
+    x, w = ins[0], ins[1]
+    groups = attrs["groups"]
+    rule = NodeRule([(_m(IN(0), 0), _m(OUT0, 0))])
+    bias = [_m(IN(2), 0)] if len(ins) > 2 else []
+    if groups == 1:
+        rule.classes.append((_m(OUT0, 1), _m(IN(1), 1), *bias))
+        rule.classes.append((_m(IN(0), 1), _m(IN(1), 0)))
+    else:
+        cin, cout = x[1] // groups, w[1]
+        blocked = [_m(IN(0), 1, block=cin), _m(IN(1), 0, block=cin), _m(OUT0, 1, block=cout)]
+        rule.classes.append(tuple(blocked + [_m(b.port, b.axis, block=cout) for b in bias]))
+        rule.refuse[(IN(1), 1)] = "output channels inside a transposed conv group"
+    for a in range(2, len(x)):
+        rule.refuse[(IN(0), a)] = rule.refuse[(OUT0, a)] = rule.refuse[(IN(1), a)] = "a conv's spatial axis"
+    return rule
+
+
+def _pixel_shuffle(ins, outs, attrs) -> NodeRule:
+    """Channel c of the output is input channels [c*r*r, (c+1)*r*r) (pixel_unshuffle: the other way)."""
+    r = attrs.get("upscale_factor") or attrs["downscale_factor"]
+    wide, narrow = (IN(0), OUT0) if "upscale_factor" in attrs else (OUT0, IN(0))
+    rule = NodeRule([(_m(IN(0), 0), _m(OUT0, 0)), (_m(wide, 1, block=r * r), _m(narrow, 1))])
+    for a in range(2, len(ins[0])):
+        rule.refuse[(IN(0), a)] = rule.refuse[(OUT0, a)] = "a pixel shuffle's spatial axis"
+    return rule
+
+
 def _linear(ins, outs, attrs) -> NodeRule:
     r = len(ins[0])
     classes = [(_m(IN(0), a), _m(OUT0, a)) for a in range(r - 1)]
@@ -246,6 +278,10 @@ def _reshape(ins, outs, attrs) -> NodeRule:
 
 RULES: dict[str, Callable[[list[Shape], list[Shape], dict], NodeRule]] = {
     "conv": _conv,
+    "conv_transpose": _conv_transpose,
+    "pixel_shuffle": _pixel_shuffle,
+    "pixel_unshuffle": _pixel_shuffle,
+    "resize": _pool,
     "linear": _linear,
     "matmul": _matmul,
     "batch_norm": _batch_norm,

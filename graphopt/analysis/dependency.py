@@ -1,6 +1,6 @@
 """Dependency groups: the parameter slices and value axes that must be pruned together.
 
-Every output channel of a conv, linear, parameter matmul or embedding starts
+Every output channel of a conv, transposed conv, linear, parameter matmul or embedding starts
 as a *base unit*. Its positions are followed through the graph in both
 directions (`dep_rules` says how each op couples its axes; `dep_flow` moves
 the positions), and stored per value in *slots* (a value's positions on a set
@@ -38,7 +38,7 @@ from graphopt.analysis.dep_rules import NodeRule, node_rule
 if TYPE_CHECKING:
     from graphopt.ir.graph import Graph, Node
 
-SOURCE_OPS = ("conv", "linear", "matmul", "embedding")
+SOURCE_OPS = ("conv", "conv_transpose", "linear", "matmul", "embedding")
 
 
 @dataclass(frozen=True, eq=False)  # identity: members hold arrays
@@ -182,7 +182,7 @@ class _Analysis:
         if not out.is_static or not out.shape:
             return None
         axis = len(out.shape) - 1
-        if node.op == "conv":
+        if node.op in ("conv", "conv_transpose"):
             axis = 1
         elif node.op == "matmul":
             a, b = (self.graph.is_param(v) for v in node.inputs)

@@ -4,7 +4,7 @@ All groups are cut at once: the coordinates every group removes are gathered
 per (tensor, axis) first, so groups sharing an axis (the inputs of a concat)
 never see each other's shifted positions. Parameters are sliced with
 `slice_param`; ops whose attributes carry sizes are resized (reshape and
-expand shapes, split sizes, layer-norm shapes, conv groups); then types are
+expand shapes, split sizes, layer-norm shapes, conv and transposed conv groups); then types are
 re-inferred once and checked against the sizes the groups predict.
 """
 
@@ -82,6 +82,9 @@ def _resize_attrs(graph: "Graph", node: "Node", old: Mapping, new: Mapping) -> N
     elif node.op == "conv" and node.attrs["groups"] > 1 and x_old[1] != x_new[1]:
         per_group = _shape(graph, node.inputs[1], new)[1]  # whole groups removed, or each group narrowed
         graph.set_attrs(node, groups=x_new[1] // per_group)
+    elif node.op == "conv_transpose" and node.attrs["groups"] > 1 and y_old[1] != y_new[1]:
+        per_group = _shape(graph, node.inputs[1], new)[1]  # whole groups removed: out channels per group stay
+        graph.set_attrs(node, groups=y_new[1] // per_group)
 
 
 def keep_count(units: int, ratio: float, step: int = 1) -> int:
