@@ -98,3 +98,13 @@ def test_squeeze_excitation_builds_for_cuda():
 
     graph, x = _traced(Arch("conv", 2, (3, 6, 6), (Block("se", (("mid", 3),)),), "mean", 3, 226))
     compile_graph(run_pipeline(graph, x, DEFAULT_PIPELINE), "cuda")
+
+
+@pytest.mark.xfail(strict=True, raises=BackendError, reason="fuzz bug 6: dlight's GPU matmul rule, no SE needed")
+def test_token_linears_build_for_cuda():
+    pytest.importorskip("tvm")
+    from graphopt.backends.tvm.compiled import compile_graph
+
+    blocks = (Block("embed", (("out", 12),)), Block("linear", (("act", "none"), ("out", 7))))
+    graph, x = _traced(Arch("tokens", 2, (6, 3), blocks, "first", 3, 9686))
+    compile_graph(run_pipeline(graph, x, DEFAULT_PIPELINE), "cuda")
