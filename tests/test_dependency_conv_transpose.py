@@ -8,13 +8,12 @@ the outputs must not move; a wrong coupling slices the wrong rows or columns and
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_dependency import imported as import_with
+from test_dependency import kill_units
 from torch import nn
 
 import graphopt
@@ -59,13 +58,7 @@ def model() -> nn.Module:
 
 
 def imported(frontend: str, m: nn.Module):
-    if frontend == "fx":
-        return graphopt.trace(m, (X,))
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(m, (X,), buf, dynamo=False, do_constant_folding=False)
-    return graphopt.load_onnx(buf.getvalue())
+    return import_with(frontend, m, X)
 
 
 def group_slicing(groups, param: str, axis: int):
@@ -73,16 +66,6 @@ def group_slicing(groups, param: str, axis: int):
         if any(m.value == param and m.axis == axis for m in g.params()):
             return g
     raise AssertionError(f"no group slices {param} on axis {axis}:\n{format_groups(groups)}")
-
-
-def kill_units(graph, group, units):
-    """Zero every weight the group slices at `units`: those units contribute nothing anywhere."""
-    for m in group.params():
-        data = np.array(graph.params[m.value].data)
-        index = [slice(None)] * data.ndim
-        index[m.axis] = np.concatenate([m.positions[u] for u in units])
-        data[tuple(index)] = 0
-        graph.set_param(m.value, data)
 
 
 @pytest.mark.parametrize("frontend", ["fx", "onnx"])
