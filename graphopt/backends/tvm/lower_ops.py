@@ -221,8 +221,12 @@ def where(cx, condition, a, b):
 
 
 def einsum(cx, *xs, equation):
-    # A product of two operands over distinct letters is a batched matmul between permutes and
-    # reshapes (fast schedules); anything else (traces, ellipses, one or three operands) is R.einsum.
+    # A permutation of one operand is permute_dims; a product of two operands over distinct letters
+    # is a batched matmul between permutes and reshapes (fast schedules); anything else (traces,
+    # diagonals, ellipses, sums within one operand, three operands) is R.einsum.
+    perm = _einsum_as_permute(equation)
+    if perm is not None and len(xs) == 1:
+        return R.permute_dims(xs[0], perm)
     plan = _einsum_as_matmul(equation, [shape_of(x) for x in xs])
     if plan is None:
         return R.einsum(list(xs), equation)
@@ -232,6 +236,17 @@ def einsum(cx, *xs, equation):
     b = cx.emit(R.reshape(cx.emit(R.permute_dims(b, perm_b)), shape_b))
     y = cx.emit(R.reshape(cx.emit(R.matmul(a, b)), shape_y))
     return R.permute_dims(y, perm_y) if perm_y != sorted(perm_y) else y
+
+
+def _einsum_as_permute(equation: str) -> list[int] | None:
+    """The permutation a one-operand equation such as "bij->bji" is, or None."""
+    eq = equation.replace(" ", "")
+    if "->" not in eq or "," in eq or "." in eq:
+        return None
+    src, out = eq.split("->")
+    if len(set(src)) != len(src) or sorted(src) != sorted(out):
+        return None
+    return [src.index(c) for c in out]
 
 
 def _einsum_as_matmul(equation: str, shapes: list[list[int]]):
