@@ -378,3 +378,11 @@ def test_cli_opt_prints_the_cost_table(tmp_path, capsys):
     assert len(bn_rows) == 1 and bn_rows[0][1:] == ["batch_norm", "32", "0", "removed"]
     # params: conv1 8*27 + 8, batch norm 4*8, conv2 4*72 + 4; MACs: 800 * 27 + 256 * 72
     assert "params 548 -> 516 (0.94x), MACs 40.03K -> 40.03K (1.00x)" in out
+
+
+def test_transposed_conv_counts_each_input_element_times_its_outputs():
+    import graphopt
+
+    m = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2).eval()
+    g = graphopt.trace(m, (torch.randn(1, 4, 5, 5),))
+    assert graph_cost(g).macs == 4 * 5 * 5 * (6 // 2) * 9

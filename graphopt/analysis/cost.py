@@ -7,7 +7,8 @@ papers and model zoos quote:
 - MACs (multiply-accumulates) are counted for the ops that do them:
   conv `out_elements * in_channels/groups * prod(kernel)`, linear
   `out_elements * in_features`, matmul `out_elements * K` (batched and
-  broadcast alike). Bias adds are not counted.
+  broadcast alike), conv_transpose `in_elements * out_channels/groups *
+  prod(kernel)`. Bias adds are not counted.
 - Every other op counts 0 MACs: elementwise ops, norms, softmax, pooling,
   embedding lookups, shape ops, quantize/dequantize. Their cost is memory
   traffic, reported per node as output elements and bytes.
@@ -137,7 +138,15 @@ def node_cost(graph: Graph, node: Node) -> NodeCost:
             symbolic |= sym
     macs = 0
     rule = _MAC_RULES.get(node.op)
-    if rule is not None and not unknown:
+    if node.op == "conv_transpose" and not unknown:
+        # weight [in, out/groups, *kernel]: every input element is multiplied into out/groups * prod(kernel) outputs
+        x, w = (graph.value(v).type for v in node.inputs[:2])
+        if x is None or w is None:
+            unknown = True
+        else:
+            macs = _numel(x)[0] * math.prod(_static(w.shape[1:]))
+            symbolic |= not x.is_static
+    elif rule is not None and not unknown:
         index, fn = rule
         operand = graph.value(node.inputs[index]).type if index < len(node.inputs) else None
         counted = None if operand is None else fn(out_elements, operand)
