@@ -20,7 +20,7 @@ from torch import nn
 import graphopt
 from graphopt.analysis.dependency import dependency_groups, format_groups
 from graphopt.frontends.onnx import load_onnx
-from graphopt.passes import Pipeline
+from graphopt.passes import PassContext, Pipeline
 
 
 def imported(frontend: str, model: nn.Module, x: torch.Tensor):
@@ -223,3 +223,26 @@ def test_bundled_models_have_prunable_groups_of_every_kind_they_contain(name, im
         assert {"heads", "ffn"} <= kinds
     skipped = [g for g in groups if not g.prunable]
     assert all("reaches graph output" in g.reason for g in skipped), format_groups(groups)
+
+
+class SplitOffOneChannel(nn.Module):
+    """A split whose second part is one channel: the unit owning it may not be removed (no empty tensor)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.side, self.fc = nn.Conv2d(3, 5, 1), nn.Conv2d(1, 1, 3, padding=1), nn.Linear(5, 3)
+
+    def forward(self, x):
+        a, b = torch.split(torch.relu(self.c(x)), [4, 1], dim=1)
+        return self.fc(torch.cat([a * 0.5, self.side(b)], dim=1).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_unit_that_owns_a_whole_tensor_stays(seed):
+    graph = graphopt.trace(SplitOffOneChannel().eval(), (torch.randn(1, 3, 4, 4),))
+    out = Pipeline.parse("prune-channels{ratio=0.75 importance=random}").run(graph, PassContext(seed=seed)).graph
+    out.verify()
+    assert out.params["side.weight"].data.shape[1] == 1 and out.run([np.ones((1, 3, 4, 4), np.float32)])[0].shape == (
+        1,
+        3,
+    )

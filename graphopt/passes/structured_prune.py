@@ -90,6 +90,7 @@ class StructuredPrune(Pass):
             scores[g], criterion = unit_importance(graph, g, self.importance, grads=grads, seed=ctx.seed)
             used.add(criterion)
         removals = self._select(chosen, scores, {g: self._step(graph, g) for g in chosen})
+        removals = {g: _never_empty(g, r, scores[g]) for g, r in removals.items()}
         removals = {g: r for g, r in removals.items() if r}
         if removals:
             try:
@@ -156,6 +157,23 @@ class StructuredPrune(Pass):
             keep = keep_count(g.units, below / g.units, steps[g])
             out[g] = _lowest(normed[g], g.units - keep)
         return out
+
+
+def _never_empty(g: Group, removed: list[int], scores: np.ndarray) -> list[int]:
+    """`removed` less the best-scored units needed so that no tensor of the group loses a whole axis.
+
+    A unit may own every coordinate of one tensor (a split output of one channel): removing it
+    would leave an empty tensor, so it stays.
+    """
+    removed = list(removed)
+    for m in g.members:
+        while removed:
+            gone = {int(c) for u in removed for c in m.positions[u]}
+            if len(gone) < m.size:
+                break
+            touching = [u for u in removed if len(m.positions[u])]
+            removed.remove(max(touching, key=lambda u: scores[u]))
+    return sorted(removed)
 
 
 def _unit_width(graph: "Graph", g: Group) -> int:
