@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import pytest
 import torch
-from conftest import _import
+from graph_support import _import
 
 from graphopt.analysis.params import count_params
 from graphopt.ir.graph import Graph

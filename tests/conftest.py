@@ -11,13 +11,10 @@
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
-import onnx
 import pytest
 import torch
+from graph_support import _import, assert_same_outputs, run_checked_pipeline  # noqa: F401 (re-exported)
 
 from graphopt.ir.ops import get_op
 
@@ -37,25 +34,6 @@ def interpret():
     return interpret_graph
 
 
-def run_checked_pipeline(graph, inputs, pipeline: str):
-    """(PipelineResult, PassContext) of `pipeline` on `graph` with the default instruments."""
-    from graphopt.passes import PassContext, Pipeline, default_instruments
-
-    text = str(graph)
-    ctx = PassContext(instruments=default_instruments(), inputs=[inputs])
-    out = Pipeline.parse(pipeline).run(graph, ctx)
-    assert str(graph) == text  # the input graph is never touched
-    out.graph.verify()
-    return out, ctx
-
-
-def assert_same_outputs(before, after, inputs, atol: float = 1e-5) -> None:
-    rng = np.random.default_rng(1)  # the verifier checked `inputs`; one more seeded set
-    x = [rng.standard_normal(a.shape).astype(a.dtype) if a.dtype.kind == "f" else a for a in inputs]
-    for a, b in zip(before.run(x), after.run(x)):
-        np.testing.assert_allclose(b, a, atol=atol, rtol=atol)
-
-
 @pytest.fixture
 def run_checked():
     return run_checked_pipeline
@@ -64,21 +42,6 @@ def run_checked():
 @pytest.fixture
 def same_outputs():
     return assert_same_outputs
-
-
-def _import(frontend: str, model: torch.nn.Module, inputs: tuple):
-    if frontend == "fx":
-        from graphopt.frontends.fx import trace
-
-        return trace(model, inputs)
-    from graphopt.frontends.onnx import load_onnx
-
-    buf = io.BytesIO()
-    # No constant folding, so batch norms and other foldable patterns reach our passes.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated
-        torch.onnx.export(model, inputs, buf, dynamo=False, do_constant_folding=False)
-    return load_onnx(onnx.load_from_string(buf.getvalue()))
 
 
 _IMPORTED: dict = {}

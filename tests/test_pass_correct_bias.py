@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import _import
+from graph_support import _import
 from torch import nn
 
 from graphopt.errors import PassError

@@ -65,7 +65,7 @@ def test_golden_ir():
 
 
 def _run(graph, text, same=True):
-    from conftest import assert_same_outputs, run_checked_pipeline
+    from graph_support import assert_same_outputs, run_checked_pipeline
 
     out, ctx = run_checked_pipeline(graph, [t.numpy() for t in INPUTS], text)
     if same:
@@ -75,7 +75,7 @@ def _run(graph, text, same=True):
 
 @pytest.mark.parametrize("frontend", ["fx", "onnx"])
 def test_ranges_match_and_outputs_are_exact(frontend):
-    from conftest import _import
+    from graph_support import _import
 
     graph = _import(frontend, chain(), INPUTS)
     out, _ = _run(graph, "equalize-cross-layer")

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import _import
+from graph_support import _import
 from prune_structures import STRUCTURES, build
 from torch import nn
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import _import
+from graph_support import _import
 from prune_structures import build
 
 pytest.importorskip("tvm")

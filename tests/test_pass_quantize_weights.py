@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import _import
+from graph_support import _import
 from torch import nn
 
 from graphopt.errors import EmitError, PipelineParseError
