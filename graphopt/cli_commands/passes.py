@@ -3,6 +3,8 @@
 Examples:
   graphopt passes              every pass
   graphopt passes fold-bn      one pass
+  graphopt passes --markdown > docs/passes.md
+                               the pass reference in Markdown (what docs/passes.md holds)
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ HELP = "list the registered passes, their options and what they do"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", metavar="NAME", help="only these passes")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the reference in Markdown: description, options, tolerance and an example per pass",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,6 +35,11 @@ def run(args: argparse.Namespace) -> int:
         if name not in passes:
             raise GraphoptError(unknown_pass_message(name))
     chosen = args.names or list(passes)
+    if args.markdown:
+        from graphopt.passes.docs import passes_markdown
+
+        print(passes_markdown({name: passes[name] for name in chosen}), end="")
+        return 0
     print("\n\n".join(describe_pass(passes[name]) for name in chosen) if chosen else "no passes are registered")
     return 0
 
