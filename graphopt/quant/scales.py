@@ -7,8 +7,9 @@ symmetric="auto" picks per range: symmetric when the shorter side reaches
 `ROUGHLY_SYMMETRIC` of the longer (the asymmetric step would be at most ~10 %
 finer, not worth a zero point), asymmetric otherwise (ReLU, GELU and softmax
 outputs, which a symmetric range would give half its levels for nothing).
-Weights: `weight_qparams(w, axis)` is symmetric int8 over the narrow range
-[-127, 127], per channel along `axis` (None = per tensor), zero point 0.
+Weights: `weight_qparams(w, axis, bits)` is symmetric over the narrow range
+[-(2^(bits-1)-1), 2^(bits-1)-1] (int8: [-127, 127], int4: [-7, 7]), per channel
+along `axis` (None = per tensor), zero point 0.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphopt.ir.ops import quant_range
+from graphopt.ir.types import numpy_dtype
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127
 # floor on a scale, so an all-zero tensor still quantizes (to 0); the smallest normal float32, not a
@@ -51,17 +53,21 @@ def activation_qparams(
     return np.asarray(scale, np.float32), np.asarray(zero, dtype=dtype)
 
 
-def weight_qparams(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(int8 weight, float32 scale, int8 zero point): symmetric over [-127, 127], per channel along `axis`."""
+def weight_qparams(w: np.ndarray, axis: int | None, bits: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int weight, float32 scale, zero point), int8 or int4 (`bits`): narrow symmetric, per channel along `axis`."""
+    if bits not in (4, 8):
+        raise ValueError(f"weights are quantized to 4 or 8 bits, not {bits}")
+    qmax = WEIGHT_QMAX if bits == 8 else 2 ** (bits - 1) - 1
+    dtype = numpy_dtype(f"int{bits}")
     w = np.asarray(w, np.float32)
     if axis is None:
         t = np.asarray(np.max(np.abs(w)) if w.size else 0.0, np.float32)
     else:
         others = tuple(i for i in range(w.ndim) if i != axis % w.ndim)
         t = np.max(np.abs(w), axis=others) if w.size else np.zeros(w.shape[axis], np.float32)
-    scale = np.maximum(t / WEIGHT_QMAX, _TINY).astype(np.float32)
-    zero = np.zeros(scale.shape, np.int8)
-    return quantize_array(w, scale, zero, axis, WEIGHT_QMIN, WEIGHT_QMAX).astype(np.int8), scale, zero
+    scale = np.maximum(t / qmax, _TINY).astype(np.float32)
+    zero = np.zeros(scale.shape, dtype)
+    return quantize_array(w, scale, np.zeros(scale.shape), axis, -qmax, qmax).astype(dtype), scale, zero
 
 
 def quantize_array(x, scale, zero_point, axis: int | None, qmin: int, qmax: int) -> np.ndarray:
