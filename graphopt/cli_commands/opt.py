@@ -1,8 +1,9 @@
 """Run a pass pipeline on an ONNX model and write the result.
 
 The pipeline is MLIR-style text: passes separated by commas, options in braces,
-e.g. 'fold-bn,eliminate-dead-code' (see 'graphopt passes'); without -p (or with
-'-p default') the default cleanup pipeline runs. After every pass the
+e.g. 'fold-bn,eliminate-dead-code' (see 'graphopt passes'), or '@FILE' for a file
+holding the text (over several lines, '#' comment lines allowed); without -p
+(or with '-p default') the default cleanup pipeline runs. After every pass the
 graph is verified structurally and, unless --no-verify, numerically against the
 graph before the pass on seeded inputs, within the tolerance the pass declares.
 The output is written atomically, and only when every pass succeeded.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 from graphopt.cli_commands.calibration import add_calib_argument, load_calibration
-from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_PIPELINE_NAME, pipeline_text
+from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_PIPELINE_NAME
 
 HELP = "run a pass pipeline on an ONNX model"
 
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pipeline",
         default=None,
         metavar="PIPELINE",
-        help=f"pass pipeline text, e.g. 'fold-bn,eliminate-dead-code' ({DEFAULT_PIPELINE_NAME}: {DEFAULT_PIPELINE})",
+        help=f"pass pipeline text, e.g. 'fold-bn,eliminate-dead-code', or @FILE holding it "
+        f"({DEFAULT_PIPELINE_NAME}: {DEFAULT_PIPELINE})",
     )
     parser.add_argument(
         "-o",
@@ -50,12 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphopt.cli_commands.common import load_model, op_count_table, warn
+    from graphopt.cli_commands.pipeline_arg import parse_pipeline_argument
     from graphopt.fileio import check_output_path
-    from graphopt.passes import Pipeline, default_instruments
+    from graphopt.passes import default_instruments
     from graphopt.quant.calibration_data import NoticingContext
 
     progress = args.progress
-    pipeline = Pipeline.parse(pipeline_text(args.pipeline))  # fail on a bad pipeline or -o before loading anything
+    pipeline = parse_pipeline_argument(args.pipeline)  # fail on a bad pipeline or -o before loading anything
     if args.output is not None:
         check_output_path(args.output)
     graph = load_model(args.input)
