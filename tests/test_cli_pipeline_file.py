@@ -31,7 +31,8 @@ def test_file_reads_as_the_same_pipeline_as_its_text(tmp_path):
 
 
 def test_opt_runs_a_pipeline_file(tmp_path, capsys):
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)).eval()
+    layers = [nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)]
+    model = nn.Sequential(*layers).eval()
     onnx_path = graphopt.trace(model, (torch.randn(1, 3, 8, 8),)).save_onnx(tmp_path / "m.onnx")
     (tmp_path / "p.pipeline").write_text(PIPELINE_FILE)
     out = tmp_path / "m.opt.onnx"
