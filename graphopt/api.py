@@ -7,6 +7,7 @@ compiled.save("model.so")
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -16,15 +17,19 @@ import numpy as np
 import onnx
 import torch
 
+from graphopt.analysis.compare import compare_graphs
 from graphopt.backends.torch import to_tensor
 from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_TARGET, pipeline_text
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
 from graphopt.passes import Pipeline, default_instruments
+from graphopt.passes.manager import PipelineResult
 
 if TYPE_CHECKING:
     from graphopt.backends.tvm.compiled import CompiledModel
 
+
+logger = logging.getLogger("graphopt")
 
 ModelLike = torch.nn.Module | onnx.ModelProto | Graph | str | os.PathLike
 
@@ -64,6 +69,11 @@ def run_pipeline_on(
     notice: called once with a warning when a pass calibrates on seeded random
         inputs because no calibration data was given.
     """
+    result, pipe = _run_pipeline(graph, pipeline, example_inputs, verify, log, calibration, notice)
+    return result.graph, pipe
+
+
+def _run_pipeline(graph, pipeline, example_inputs, verify, log, calibration, notice) -> tuple[PipelineResult, Pipeline]:
     from graphopt.quant.calibration_data import NoticingContext
 
     pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline.parse(pipeline_text(pipeline))
@@ -74,7 +84,7 @@ def run_pipeline_on(
     ctx = NoticingContext(
         instruments=default_instruments(verify=verify), inputs=inputs, calibration=calibration, log=log, notice=notice
     )
-    return pipe.run(graph, ctx).graph, pipe
+    return pipe.run(graph, ctx), pipe
 
 
 def optimize(
@@ -97,7 +107,9 @@ def optimize(
     db without tune: reuse an existing tuning database for the build.
     verify: check every pass numerically against the graph before it.
     calibration, notice: as in `run_pipeline_on`.
-    The user's model is never modified.
+    The user's model is never modified. When the pipeline changed it, `compiled.comparison`
+    (`analysis.compare.Comparison`) holds params, MACs and weight bytes before and after, also
+    logged at INFO on the "graphopt" logger; otherwise it is None.
     """
     from graphopt.backends.tvm.compiled import compile_graph
     from graphopt.backends.tvm.targets import resolve_target
@@ -105,17 +117,15 @@ def optimize(
     tgt = resolve_target(target)  # an unknown target fails before any work
     if tune and db is None:
         raise GraphoptError("tune=N needs db=DIR: the directory that keeps (and resumes) tuning records")
-    graph, pipe = run_pipeline_on(
-        import_model(model, example_inputs),
-        pipeline,
-        example_inputs=example_inputs,
-        verify=verify,
-        log=log,
-        calibration=calibration,
-        notice=notice,
-    )
+    source = import_model(model, example_inputs)
+    result, pipe = _run_pipeline(source, pipeline, example_inputs, verify, log, calibration, notice)
+    graph = result.graph
     database = _database(graph, tgt, tune, db)
-    return compile_graph(graph, tgt, database=database, pipeline=str(pipe))
+    compiled = compile_graph(graph, tgt, database=database, pipeline=str(pipe))
+    if result.changed:
+        compiled.comparison = compare_graphs(source, graph)
+        logger.info("graphopt.optimize: %s changed the model:\n%s", pipe, compiled.comparison.table())
+    return compiled
 
 
 def _database(graph: Graph, target, trials: int, db):

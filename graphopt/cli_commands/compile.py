@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         )
     path = compiled.save(args.output)
     print(f"wrote {path} ({compiled!r})")
+    if compiled.comparison is not None:
+        progress.log(f"before/after the pipeline:\n{compiled.comparison.table()}")
     return 0
 
 

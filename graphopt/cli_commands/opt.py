@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 
 from graphopt.cli_commands.calibration import add_calib_argument, load_calibration
 from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_PIPELINE_NAME
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from graphopt.analysis.compare import compare_graphs
     from graphopt.cli_commands.common import load_model, op_count_table, warn
     from graphopt.cli_commands.pipeline_arg import parse_pipeline_argument
     from graphopt.fileio import check_output_path
@@ -78,9 +80,14 @@ def run(args: argparse.Namespace) -> int:
     if args.print_ir:
         print()
         print(result.graph)
+    comparison = compare_graphs(graph, result.graph) if result.changed else None
     if args.output is not None:
         path = result.graph.save_onnx(args.output)
         print(f"wrote {path}")
+        if comparison is not None:
+            comparison = comparison.with_files(os.path.getsize(args.input), os.path.getsize(path))
     else:
         progress.log("no -o given: the result was not written")
+    if comparison is not None:
+        progress.log(f"before/after:\n{comparison.table()}")
     return 0

@@ -142,6 +142,7 @@ class CompiledModel:
         self.version = version
         self.library_path = None if library_path is None else Path(library_path)
         self._vm: relax.VirtualMachine | None = None
+        self.comparison = None  # analysis.compare.Comparison: set by graphopt.optimize when its pipeline changed it
 
     # ---- facts ---------------------------------------------------------------------
     @functools.cached_property
