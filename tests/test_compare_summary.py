@@ -9,8 +9,8 @@ import pytest
 
 import graphopt
 from graphopt.analysis.compare import compare_graphs
-from graphopt.api import run_pipeline_on
 from graphopt.analysis.cost import graph_cost, human_bytes, human_count
+from graphopt.api import run_pipeline_on
 from graphopt.cli import main
 from graphopt.models import get_model
 

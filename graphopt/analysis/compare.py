@@ -6,11 +6,11 @@ latencies are added by whoever knows them (`opt` writes a file, `report`
 times a build). `Comparison.table()` is the compact table the CLI prints to
 stderr at the end of `opt`, `compile` and `graphopt.optimize`:
 
-    metric    before    after  change
-    nodes         16       11  -5
-    params    25.24K   12.68K  0.50x
-    MACs       1.13M  579.55K  0.51x
-    weights  100.97KB  50.72KB 0.50x
+    metric    before    after  change        (digits CNN, fold-bn,prune-channels{ratio=0.5})
+    nodes         13       10  -3
+    params    24.29K    6.22K  0.26x
+    MACs     599.68K  152.38K  0.25x
+    weights  97.15KB  24.90KB  0.26x
 """
 
 from __future__ import annotations
