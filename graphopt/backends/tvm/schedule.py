@@ -15,7 +15,11 @@
 
 Default rules: on GPU targets the dlight GPU rules (Matmul, GEMV,
 Reduction, GeneralReduction, Fallback), without which GPU kernels have no
-thread bindings and fail to build. On CPU targets (the ``x86`` and ``arm``
+thread bindings and fail to build. A dlight rule that raises on a kernel
+(its Matmul rule asserts when a matmul's consumers cannot be inlined into
+its cache-write stage: a squeeze-excitation gate, a token linear) gives
+way to the next rule for that kernel alone; only when every rule fails
+does the build fail, naming the kernel. On CPU targets (the ``x86`` and ``arm``
 presets, any LLVM target) graphopt's own rules (``schedules``: conv2d,
 depthwise conv2d, matmul, reductions, a generic fallback), so an untuned
 build runs parallel, vectorized kernels. Weight repacking those rules ask
@@ -121,10 +125,48 @@ def apply_default_schedules(
     if not rules:
         return mod
     with target:
-        mod = dl.ApplyDefaultSchedule(*rules)(mod)
-        if not target_is_gpu(target):
-            mod = fold_weight_packing(mod)
-        return mod
+        if target_is_gpu(target):
+            scheduled = _schedule_each_kernel(mod, target, rules)
+            return tvm.ir.transform.module_pass(
+                lambda m, _ctx: _with_functions(m, scheduled), opt_level=0, name="ScheduleEachKernel"
+            )(mod)
+        return fold_weight_packing(dl.ApplyDefaultSchedule(*rules)(mod))
+
+
+def _schedule_each_kernel(mod: IRModule, target: Target, rules: Sequence[dl.ScheduleRule]) -> dict:
+    """dlight's ApplyDefaultSchedule, returning the scheduled kernels, except that a rule raising on a
+    kernel passes it to the next rule.
+
+    dlight's rules are third-party code whose applicability checks miss some
+    kernels they then fail on; the next rule (GEMV, a reduction rule, the
+    fallback) schedules such a kernel correctly, if less well.
+    """
+    scheduled = {}
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
+            continue
+        failures = []
+        for rule in rules:
+            try:
+                space = rule.apply(func, func.attrs.get("target") or target, False)
+            except Exception as e:  # noqa: BLE001 - a rule's failure on one kernel is that rule not applying
+                failures.append(f"{type(rule).__name__}: {e}")
+                continue
+            if space is None:
+                continue
+            sch = space if isinstance(space, s_tir.Schedule) else space[0]
+            scheduled[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            break
+        else:
+            if failures:
+                raise BackendError(f"no schedule rule could schedule kernel '{gv.name_hint}': " + "; ".join(failures))
+    return scheduled
+
+
+def _with_functions(mod: IRModule, functions: dict) -> IRModule:
+    for gv, func in functions.items():  # a module pass gets its own copy of the module
+        mod[gv] = func
+    return mod
 
 
 def fold_weight_packing(mod: IRModule) -> IRModule:
