@@ -26,6 +26,9 @@ class PassContext:
         was fitted to. `calibration_sets` falls back to seeded random inputs.
     reference: the float graph a quantized graph came from (the graph right before
         `quantize`); correct-bias and round-adaptive compare against its layers.
+    evaluation: scores a graph, higher is better (accuracy on a labelled set, a
+        cosine to the float outputs); passes with an accuracy budget
+        (mixed-precision) read it and refuse without one.
     log: receives one progress line per pass (e.g. `print`); None is silent.
     history: the passes run so far in the current pipeline (set by the manager).
     """
@@ -38,6 +41,7 @@ class PassContext:
     reference: "Graph | None" = None
     log: Callable[[str], None] | None = None
     history: list["Pass"] = field(default_factory=list)
+    evaluation: "Callable[[Graph], float] | None" = None
 
     def calibration_sets(self, graph: "Graph | None" = None, count: int = 8) -> Iterator[list[np.ndarray]]:
         """The calibration input sets; without any, `count` seeded random sets for `graph`."""
