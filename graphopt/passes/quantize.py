@@ -133,6 +133,13 @@ class Quantize(Pass):
         plan = self.plan(graph)
         stats = {"quantized": len(plan.nodes), "skipped": len(plan.skipped), "skipped_reasons": plan.skipped}
         stats["calibrator"] = self.calibrate
+        half = {name: why for name, why in plan.skipped.items() if why.startswith("computes in ")}
+        if not plan.nodes and half:
+            (name, why), more = next(iter(half.items())), f" (and {len(half) - 1} more)" if len(half) > 1 else ""
+            raise GraphoptError(
+                f"quantize: node '{name}' {why}{more}: int8 quantization starts from float32 ops; "
+                "quantize before convert-fp16/convert-bf16"
+            )
         if not plan.nodes:
             return PassResult(graph, False, stats)
         ranges, stats["calibration"] = self.ranges(graph, plan, ctx)
@@ -192,6 +199,8 @@ class Quantize(Pass):
             return "skip option"
         if any((p := graph.producer(v)) is not None and p.op in ("dequantize", "quantize") for v in n.inputs):
             return "already quantized"
+        if len(n.outputs) == 1 and (t := graph.value(n.output).type) is not None and t.dtype in HALF_DTYPES:
+            return f"computes in {t.dtype}"
         if len(n.outputs) != 1 or not _is_float(graph, n.output):
             return "not a float op"
         if n.op in WEIGHTED and not _is_float(graph, n.inputs[0]):
@@ -294,6 +303,9 @@ class Quantize(Pass):
         ]
         dq = graph.add_node("dequantize", ins, attrs={"axis": 0 if data.ndim else None}, name=f"{b}.dq")
         graph.set_input(node, 2, dq.output)
+
+
+HALF_DTYPES = ("float16", "bfloat16")
 
 
 def _is_float(graph: Graph, value: str) -> bool:

@@ -77,8 +77,7 @@ def plans(draw, onnx_share: int = 1) -> Plan:
         prune_ratio=draw(st.sampled_from((0.0, 0.1, 0.25, 0.3, 0.5, 0.75))),
         importance=draw(st.sampled_from(("l1", "l2", "random", "bn-scale"))),
         compression=compression,
-        # fuzz bug 1 (tests/fuzz/test_regressions.py, /work/notes/fuzz_bugs.md): quantize crashes on a half graph
-        quantize=draw(st.booleans()) if compression not in HALF else False,
+        quantize=draw(st.booleans()),
         onnx_import=draw(st.integers(0, onnx_share - 1)) == 0,
     )
 
@@ -88,6 +87,8 @@ def plans(draw, onnx_share: int = 1) -> Plan:
 KNOWN_REFUSALS = (
     # share-weights / quantize-lut refuse a layer with fewer weights than clusters (tests/test_pass_share_weights.py)
     (PassError, r"has \d+ weights, fewer than the \d+ clusters asked", "codebook larger than a layer"),
+    # int8 quantization starts from float32 ops (tests/fuzz/test_regressions.py, fuzz bug 1)
+    (PassError, r"pass 'quantize' failed: .* computes in (\w+)", "quantize after conversion to {}"),
     # a torch op without a canonical form stays opaque and is emitted back only to torch (ARCHITECTURE.md)
     (EmitError, r"opaque torch op '(aten\.\w+)\.\w+' cannot be emitted to ONNX", "no ONNX form for opaque {}"),
 )
