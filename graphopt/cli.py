@@ -24,6 +24,7 @@ from graphopt import __version__
 from graphopt.cli_commands import COMMANDS
 from graphopt.cli_commands.common import Progress
 from graphopt.errors import GraphoptError
+from graphopt.progress import set_progress
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse: --help/--version exit 0, usage errors exit 2
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     args.progress = Progress(enabled=not args.quiet)
+    set_progress(False if args.quiet else None)  # bars: never with -q, else only on a terminal
     try:
         return args.handler(args) or EXIT_OK
     except KeyboardInterrupt:

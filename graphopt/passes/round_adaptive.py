@@ -23,7 +23,8 @@ stays valid.
 The float weights come from `PassContext.reference` (the graph right before
 `quantize`; see `weight_qdq.FloatReference`). The integer range comes from the
 weight's dtype and data (int8 [-127, 127] from `quantize`, int4 [-7, 7] from
-`quantize-weights`). One progress line per layer goes to `ctx.log`. Stats:
+`quantize-weights`). One progress line per layer goes to `ctx.log`
+(and a `graphopt.progress` bar over all steps on a terminal). Stats:
 `layers`, `kept_nearest` (layers where AdaRound did not help), `flipped` (share of
 weights rounded the other way), `calibration`.
 """
@@ -46,6 +47,7 @@ from graphopt.passes.context import PassContext
 from graphopt.passes.correct_bias import take_samples
 from graphopt.passes.registry import register_pass
 from graphopt.passes.weight_qdq import QuantizedWeight, expand, float_reference, quantized_weights, round_to_grid
+from graphopt.progress import progress_bar
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch
 
@@ -89,12 +91,14 @@ class RoundAdaptive(Pass):
         changed, kept, flipped, total = False, 0, 0, 0
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # thousands of small steps: one thread is faster and steady on a busy machine
+        bar = progress_bar(total=len(targets) * self.iterations, desc=self.name, unit="step")
         try:
             for i, qw in enumerate(targets, 1):
                 started = time.perf_counter()
                 node = graph.node(qw.node)
                 target = outputs[ctx.reference.node(qw.node).output]
-                before, after, ints = self.round_layer(graph, node, qw, floats[qw.node], sets, target)
+                bar.set_postfix_str(node.name, refresh=False)
+                before, after, ints = self.round_layer(graph, node, qw, floats[qw.node], sets, target, bar=bar)
                 old = graph.param(qw.q).data
                 if after < before:
                     moved = int(np.count_nonzero(ints.astype(np.int64) != old.astype(np.int64)))
@@ -112,13 +116,19 @@ class RoundAdaptive(Pass):
                         f"{verdict} ({time.perf_counter() - started:.1f} s)"
                     )
         finally:
+            bar.close()
             torch.set_num_threads(threads)
         stats = {"layers": len(targets), "kept_nearest": kept, "flipped": round(flipped / max(total, 1), 4)}
         stats["calibration"] = f"{source}: {sum(s[0].shape[0] for s in sets)} samples in {len(sets)} sets"
         return PassResult(graph, changed, stats)
 
-    def round_layer(self, graph: Graph, node: Node, qw: QuantizedWeight, w: np.ndarray, sets, target: np.ndarray):
-        """(output MSE of the current rounding, of AdaRound's, AdaRound's integers) for one layer."""
+    def round_layer(
+        self, graph: Graph, node: Node, qw: QuantizedWeight, w: np.ndarray, sets, target: np.ndarray, *, bar=None
+    ):
+        """(output MSE of the current rounding, of AdaRound's, AdaRound's integers) for one layer.
+
+        bar: a `graphopt.progress` bar advanced once per optimization step.
+        """
         bias = _bias(graph, node)
         x = torch.from_numpy(_capture(graph, sets, [node.inputs[0]])[node.inputs[0]])
         y = torch.from_numpy(target)
@@ -154,6 +164,8 @@ class RoundAdaptive(Pass):
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if bar is not None:
+                bar.update()
         up = (v.detach() >= 0).numpy().astype(np.float64)
         ints = round_to_grid(graph, qw, w, up=up)
         with torch.no_grad():

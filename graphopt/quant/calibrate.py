@@ -2,7 +2,8 @@
 
 `calibrate_ranges` captures every observed value in one `graph.run(capture=...)`
 per input set, stops once `samples` rows (leading dim of the first input) have
-been seen, and reports one progress line per set through `log`. Input sets are
+been seen, and reports one progress line per set through `log` (and a
+`graphopt.progress` bar on a terminal). Input sets are
 checked first: a set must give every graph input, with the input's dtype and
 static dims (the shapes it was traced or imported with), so bad data fails
 with a message naming the set and input instead of an error deep in the run.
@@ -17,6 +18,7 @@ import numpy as np
 
 from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
+from graphopt.progress import progress_bar
 from graphopt.quant.observers import make_observer
 
 
@@ -72,16 +74,19 @@ def calibrate_ranges(
         raise CalibrationError(f"samples must be at least 1, got {samples}")
     observers = {v: make_observer(method, dtype=dtype, symmetric=symmetric, percentile=percentile) for v in values}
     seen = count = 0
-    for count, raw in enumerate(sets, 1):
-        feeds = check_calibration_set(graph, raw, count - 1)
-        _, captured = graph.run(feeds, capture=list(values))
-        for v, x in captured.items():
-            observers[v].observe(x)
-        seen += feeds[0].shape[0] if feeds and feeds[0].ndim else 1
-        if log is not None:
-            log(_progress(count, seen, samples))
-        if seen >= samples:
-            break
+    with progress_bar(total=samples, desc="calibrate", unit="sample") as bar:
+        for count, raw in enumerate(sets, 1):
+            feeds = check_calibration_set(graph, raw, count - 1)
+            _, captured = graph.run(feeds, capture=list(values))
+            for v, x in captured.items():
+                observers[v].observe(x)
+            rows = feeds[0].shape[0] if feeds and feeds[0].ndim else 1
+            bar.update(min(rows, max(samples - seen, 0)))
+            seen += rows
+            if log is not None:
+                log(_progress(count, seen, samples))
+            if seen >= samples:
+                break
     if count == 0:
         raise CalibrationError("the calibration set is empty: no input set was given")
     ranges = {}

@@ -28,6 +28,9 @@ Distributed: when a process group is initialized (`init_distributed()` under
 torchrun), the module is wrapped in DistributedDataParallel and each global
 batch is split across ranks (`distributed.py`); the result equals one process
 training on the same global batches, and only rank 0 logs.
+
+Progress: a `graphopt.progress` bar over the steps (label train, qat or
+distill) on a terminal; `log` lines are independent of it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from torch import nn
 from graphopt.emit.torch import write_back
 from graphopt.errors import TrainError
 from graphopt.ir.graph import Graph
+from graphopt.progress import progress_bar
 from graphopt.train.batches import batch_size, split_batch, to_device
 from graphopt.train.distributed import DistributedContext, current_context, shard_batch, shard_loss_scale
 
@@ -114,7 +118,11 @@ def train(
     model = _wrap(module, ctx, device)
     loop = _Loop(model, result, loss_fn, opt, masks, teacher_module, ctx, device, log if ctx.is_main else None)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    label = "distill" if teacher is not None else "qat" if impls else "train"
+    with (
+        _step_bar(data, epochs, steps, label, ctx.is_main) as loop.bar,
+        torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []),
+    ):
         torch.manual_seed(seed)
         loop.run(data, epochs, steps, log_every)
     if ctx.is_distributed:
@@ -135,6 +143,7 @@ class _Loop:
         self.step = 0
         self.losses: list[float] = []
         self.epoch_losses: list[float] = []
+        self.bar = None  # a graphopt.progress bar over the optimizer steps
 
     def run(self, data: Iterable, epochs: int | None, steps: int | None, log_every: int | None) -> None:
         epochs = 1 if epochs is None and steps is None else epochs
@@ -206,6 +215,9 @@ class _Loop:
             raise TrainError(f"step {self.step + 1} (batch {index}): the loss is {value}; lower the learning rate")
         self.losses.append(value)
         self.step += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {value:.4f}", refresh=False)
+            self.bar.update()
 
     def _check_loss(self, loss, index: int) -> None:
         name = getattr(self.loss_fn, "__name__", type(self.loss_fn).__name__)
@@ -226,6 +238,16 @@ class _Loop:
                 f"rank {self.ctx.rank}, batch {index}: ranks disagree on the data (a batch here: {has}, "
                 f"size {size}); every rank must iterate the same global batches"
             )
+
+
+def _step_bar(data, epochs: int | None, steps: int | None, label: str, main: bool):
+    """A progress bar over the optimizer steps to come (only rank 0 shows one)."""
+    if epochs is None and steps is None:
+        epochs = 1
+    total = steps  # with steps alone, the data is cycled until that many
+    if epochs is not None and hasattr(data, "__len__"):
+        total = len(data) * epochs if steps is None else min(steps, len(data) * epochs)
+    return progress_bar(total=total, desc=label, unit="step", enabled=main)
 
 
 def _check_options(loss_fn, epochs, steps, log_every, optimizer, momentum) -> None:
