@@ -4,7 +4,8 @@
 1. reads the model (external data from `base_dir`), and checks it alike in all three
    forms: a graph with outputs, opsets this onnx defines, every value and initializer
    defined once, stored tensors of known element types and non-negative dims, no
-   node reading a value nothing defines, no cycle (a `FrontendError` names the
+   node reading a value nothing defines, no cycle, tensors holding the data their dims
+   declare, standard-domain ops that their imported opset defines (a `FrontendError` names the
    file and the node, value or initializer at fault); a newer IR version warns;
 2. converts models older than opset 13 up (onnx's version converter), then runs
    ONNX shape inference (strict, falling back to lenient), so values get types;
@@ -42,6 +43,7 @@ import onnx_graphsurgeon as gs
 from onnx import external_data_helper, numpy_helper
 
 from graphopt.errors import FrontendError, GraphoptError, VerificationError
+from graphopt.frontends.onnx_checks import check_node_ops, check_tensor_sizes
 from graphopt.frontends.onnx_context import InvalidNode, NodeContext, dtype_name
 from graphopt.frontends.onnx_ops import convert_node
 from graphopt.ir.graph import Graph, Node
@@ -72,6 +74,8 @@ def load_onnx(
     """
     model, src, stem = _read(path_or_proto, base_dir)
     _check_structure(model.graph, src)
+    check_tensor_sizes(_tensors(model.graph), src)
+    check_node_ops(model, _all_graphs(model.graph), _node_label, src)
     model, upgraded_from = _upgrade_opset(model)
     model, strict_note = _infer_shapes(model)
     types = _type_table(model)
@@ -121,6 +125,8 @@ def _read(source, base_dir) -> tuple[onnx.ModelProto, str, str | None]:
     else:
         path = Path(source)
         src, stem = f"ONNX file '{path}'", path.stem
+        if path.is_dir():
+            raise FrontendError(f"{src}: is a directory, not an ONNX file")
         if not path.is_file():
             raise FrontendError(f"{src}: no such file")
         base_dir = path.parent if base_dir is None else base_dir
@@ -155,6 +161,10 @@ def _check_versions(model: onnx.ModelProto, src: str) -> None:
                 f"(opsets {seen[domain]} and {d.version})"
             )
         seen[domain] = d.version
+        if d.version < 1:
+            raise FrontendError(
+                f"{src}: domain '{d.domain or 'ai.onnx'}' is imported at opset {d.version}; opsets start at 1"
+            )
     newest = onnx.defs.onnx_opset_version()
     if seen.get("", 0) > newest:
         raise FrontendError(
