@@ -9,6 +9,7 @@ for their attributes); opaque torch nodes cannot be, and raise `EmitError`.
 Opset: `DEFAULT_OPSET` unless asked, or the source model's opset when the graph
 holds opaque default-domain nodes (their definitions belong to it). An opaque
 op whose definition differs between its source opset and the target is refused.
+bfloat16 ops compute in float32 between casts (`graphopt.emit.onnx_bf16`).
 Models of 2 GB or more (ONNX external data) are out of scope.
 """
 
@@ -23,6 +24,7 @@ import onnx.shape_inference
 from onnx import helper, numpy_helper
 
 import graphopt
+from graphopt.emit.onnx_bf16 import compute_bfloat16_in_float32
 from graphopt.emit.onnx_ops import RULES, EmitContext, elem_type
 from graphopt.errors import EmitError
 from graphopt.fileio import atomic_write_bytes
@@ -69,6 +71,7 @@ def emit_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
         gproto, opset_imports=opsets, producer_name="graphopt", producer_version=graphopt.__version__
     )
     model.ir_version = max(7, helper.find_min_ir_version_for(opsets, ignore_unknown=True))
+    compute_bfloat16_in_float32(model, graph.name)  # ONNX and onnxruntime lack most bfloat16 kernels
     _type_outputs(graph, model)
     try:
         onnx.checker.check_model(model, full_check=True)
