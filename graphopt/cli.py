@@ -25,6 +25,7 @@ from graphopt.cli_commands import COMMANDS
 from graphopt.cli_commands.common import Progress
 from graphopt.errors import GraphoptError
 from graphopt.progress import set_progress
+from graphopt.verbosity import set_verbose
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
@@ -64,6 +65,9 @@ def _add_global_options(parser: argparse.ArgumentParser, default) -> None:
         help="on error, show the Python traceback instead of one message",
     )
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress output on stderr")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="show TVM's own output and INFO logs on stderr"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse: --help/--version exit 0, usage errors exit 2
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     args.progress = Progress(enabled=not args.quiet)
+    set_verbose(args.verbose)  # else TVM's own output goes to graphopt.verbosity.log_file()
     set_progress(False if args.quiet else None)  # bars: never with -q, else only on a terminal
     try:
         return args.handler(args) or EXIT_OK

@@ -23,5 +23,26 @@ fi
 
 echo "==> installing graphopt with all extras (pip install -e '.[all]')"
 "$PYTHON" -m pip install -e ".[all]"
+# The README's arm example links an aarch64 .so with Debian's cross compiler. Installed where
+# apt-get can run as root (or through sudo without a password); otherwise a note. Never fatal.
+install_cross_compiler() {
+    command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 && return 0
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo="none"; fi
+    fi
+    if command -v apt-get >/dev/null 2>&1 && [ "$sudo" != "none" ]; then
+        echo "==> installing the aarch64 cross compiler (apt-get install g++-aarch64-linux-gnu)"
+        if $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends g++-aarch64-linux-gnu \
+            || { $sudo apt-get update && $sudo env DEBIAN_FRONTEND=noninteractive \
+                 apt-get install -y --no-install-recommends g++-aarch64-linux-gnu; }; then
+            return 0
+        fi
+    fi
+    echo "setup: note: no aarch64 cross compiler (aarch64-linux-gnu-g++); 'graphopt compile --target arm'" >&2
+    echo "       can still write a .tar; for a .so install it, e.g. 'sudo apt-get install g++-aarch64-linux-gnu'" >&2
+}
+install_cross_compiler || true
+
 echo "==> graphopt demo"
 "$PYTHON" -m graphopt.cli demo

@@ -55,12 +55,12 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphopt.api import optimize
-    from graphopt.backends.tvm.targets import resolve_target
+    from graphopt.backends.tvm.compiled import check_library_toolchain
     from graphopt.cli_commands.common import load_model, warn
 
     progress = args.progress
     check_library_path(args.output)  # bad options fail here, before the long build
-    resolve_target(args.target)
+    check_library_toolchain(args.output, args.target)  # the target too, and its cross compiler for a .so
     _check_db(args)
     graph = load_model(args.input)
     calibration = load_calibration(args, graph)

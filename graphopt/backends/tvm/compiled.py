@@ -60,6 +60,7 @@ from graphopt.errors import BackendError
 from graphopt.fileio import atomic_output, atomic_write_text, check_output_path
 from graphopt.ir.graph import Graph
 from graphopt.ir.types import carrier_dtype
+from graphopt.verbosity import tvm_output
 
 FORMAT_VERSION = 1
 LIBRARY_SUFFIXES = (".so", ".tar")
@@ -227,7 +228,8 @@ class CompiledModel:
 
     def _local_vm(self, dev) -> relax.VirtualMachine:
         if self._vm is None:
-            self._vm = relax.VirtualMachine(self.executable, dev)
+            with tvm_output("starting the Relax VM"):
+                self._vm = relax.VirtualMachine(self.executable, dev)
         return self._vm
 
     def _check_inputs(self, arrays) -> tuple[list[np.ndarray], torch.Tensor | None]:
@@ -268,6 +270,8 @@ class CompiledModel:
                 f"cannot save to '{path}': use a .so (loadable shared library) or .tar (object files) path"
             )
         check_output_path(metadata_path(path))  # both targets usable before either is written
+        if path.suffix == ".so" and isinstance(self.executable, relax.VMExecutable):
+            check_library_toolchain(path, self.target)
         with atomic_output(path) as tmp:
             self._export(tmp)
         atomic_write_text(metadata_path(path), json.dumps(self.metadata(), indent=2) + "\n")
@@ -289,22 +293,42 @@ class CompiledModel:
         if path.suffix == ".so" and self.host_arch != _machine_arch():
             kwargs["fcompile"] = _cross_compile_fn(self.target)
         try:
-            exe.export_library(os.fspath(path), **kwargs)
+            with tvm_output(f"exporting {path}"):
+                exe.export_library(os.fspath(path), **kwargs)
         except (RuntimeError, OSError) as e:
             raise BackendError(f"exporting the {self.device_kind} library to '{path}' failed: {e}") from e
 
 
 def _cross_compile_fn(target: tvm.target.Target):
+    return tvm.support.cc.cross_compiler(cross_compiler_for(target))
+
+
+# How to get each cross compiler, for the error that says it is missing (Debian/Ubuntu package names).
+CROSS_COMPILER_PACKAGES = {"aarch64": "g++-aarch64-linux-gnu"}
+
+
+def cross_compiler_for(target: tvm.target.Target) -> str:
+    """The cross compiler a `.so` for `target`'s host architecture needs; BackendError, saying how to
+    install it or to write a `.tar` instead, when it is not on PATH."""
     arch = host_code_arch(target)
     cxx = CROSS_COMPILERS.get(arch)
     if cxx is None:
         raise BackendError(f"no cross compiler known for {arch}; save as .tar and link on the device")
     if shutil.which(cxx) is None:
+        package = CROSS_COMPILER_PACKAGES.get(arch, f"a C++ cross compiler for {arch}")
         raise BackendError(
-            f"saving an {arch} .so needs the cross compiler '{cxx}' on PATH; "
-            f"install it, or save as .tar and link on the device"
+            f"saving an {arch} .so needs the cross compiler '{cxx}', which is not on PATH: install it "
+            f"(Debian/Ubuntu: 'sudo apt-get install {package}', or ./scripts/setup.sh), or write a .tar "
+            f"instead (object files, linked on the device)"
         )
-    return tvm.support.cc.cross_compiler(cxx)
+    return cxx
+
+
+def check_library_toolchain(path: str | os.PathLike, target) -> None:
+    """Refuse, before any build work, a `.so` path for a cross target whose cross compiler is missing."""
+    tgt = resolve_target(target)
+    if Path(path).suffix == ".so" and host_code_arch(tgt) != _machine_arch():
+        cross_compiler_for(tgt)
 
 
 def _as_declared(out: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -340,7 +364,8 @@ def compile_graph(graph: Graph, target, *, database=None, pipeline: str = "") ->
     tgt = resolve_target(target)
     mod = lower_to_relax(graph)
     try:
-        exe = build(mod, tgt, database=database)
+        with tvm_output(f"building graph '{graph.name}' for {tgt.kind.name}"):
+            exe = build(mod, tgt, database=database)
     except Exception as e:  # TVM's errors subclass RuntimeError/ValueError/TypeError
         raise BackendError(f"building graph '{graph.name}' for {tgt.kind.name} failed: {e}") from e
     return CompiledModel(
@@ -388,7 +413,8 @@ def load_compiled(path: str | os.PathLike) -> CompiledModel:
     )
     if not model.is_cross:
         try:
-            model.executable = tvm.runtime.load_module(os.fspath(path))
+            with tvm_output(f"loading {path}"):
+                model.executable = tvm.runtime.load_module(os.fspath(path))
         except (RuntimeError, OSError) as e:
             raise BackendError(f"cannot load library '{path}': {e}") from e
     return model
