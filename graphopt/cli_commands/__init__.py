@@ -10,4 +10,4 @@ Keep module-level imports light: heavy ones (torch, onnx) belong in `run`.
 To add a command, write its module and list its name here.
 """
 
-COMMANDS: tuple[str, ...] = ("passes", "opt", "save", "show", "compile", "tune", "demo", "check", "report")
+COMMANDS: tuple[str, ...] = ("passes", "opt", "save", "show", "compile", "tune", "demo", "check", "report", "reduce")
