@@ -7,14 +7,22 @@ stays float) on a copy of the graph and measures the
 SQNR of the graph's outputs against the float graph on `inputs` (the
 calibration sets when not given). Rows come sorted, most sensitive first;
 `SensitivityReport.table()` prints them. The graph is never modified.
+
+`weight_sensitivity(graph, variants, inputs)` does the same for weight-only
+changes (mixed precision's candidates): the output SQNR with one parameter's
+values replaced by each variant (its int4/int8/fp16 round trip), the others
+kept. Parameters are swapped into one torch module of the graph
+(`torch.func.functional_call`), so a model with many layers and candidates
+is emitted once, not once per variant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from graphopt.ir.graph import Graph
 from graphopt.passes.base import sqnr_db
@@ -75,9 +83,7 @@ def sensitivity(
     reference = [graph.run(x) for x in measure]
 
     def output_sqnr(g: Graph) -> float:
-        outs = [g.run(x) for x in measure]
-        ref = np.concatenate([np.ravel(a) for r in reference for a in r])
-        return sqnr_db(ref, np.concatenate([np.ravel(a) for o in outs for a in o]))
+        return outputs_sqnr(reference, [g.run(x) for x in measure])
 
     rows = []
     for node in plan.nodes:
@@ -87,3 +93,51 @@ def sensitivity(
     everything = graph.copy()
     qpass.apply(everything, qpass.plan(everything), ranges)
     return SensitivityReport(tuple(sorted(rows, key=lambda r: r.sqnr_db)), output_sqnr(everything))
+
+
+def outputs_sqnr(reference: Sequence[Sequence[np.ndarray]], outputs: Sequence[Sequence[np.ndarray]]) -> float:
+    """SQNR (dB) of all `outputs` against `reference`, each a list of output lists (one per input set)."""
+    ref = np.concatenate([np.ravel(a) for r in reference for a in r])
+    return sqnr_db(ref, np.concatenate([np.ravel(a) for o in outputs for a in o]))
+
+
+def weight_sensitivity(
+    graph: Graph, variants: Mapping[str, Mapping[str, np.ndarray]], inputs: Sequence[Sequence[np.ndarray]]
+) -> dict[str, dict[str, float]]:
+    """{parameter: {variant: output SQNR (dB)}} with only that parameter replaced by that variant's values."""
+    from graphopt.backends.reference import needs_onnxruntime
+    from graphopt.backends.torch import run_module
+    from graphopt.emit.torch import emit_torch
+    from graphopt.ir.types import to_torch_tensor
+
+    for name in variants:
+        graph.param(name)  # unknown names are an error here, not a KeyError later
+    reference = [graph.run(x) for x in inputs]
+    if needs_onnxruntime(graph):  # no torch module: one graph copy per variant
+
+        def run(name: str, data: np.ndarray) -> list[list[np.ndarray]]:
+            work = graph.copy()
+            work.set_param(name, data)
+            return [work.run(x) for x in inputs]
+
+    else:
+        module = emit_torch(graph)
+        attrs = module.param_names
+
+        def run(name: str, data: np.ndarray) -> list[list[np.ndarray]]:
+            swap = {attrs[name]: to_torch_tensor(np.asarray(data, graph.param(name).data.dtype))}
+            call = _SwappedModule(module, swap)
+            return [run_module(call, x) for x in inputs]
+
+    return {name: {v: outputs_sqnr(reference, run(name, d)) for v, d in by.items()} for name, by in variants.items()}
+
+
+class _SwappedModule(torch.nn.Module):
+    """`module` called with some of its parameters/buffers replaced (functional_call; the module is not changed)."""
+
+    def __init__(self, module: torch.nn.Module, swap: dict[str, torch.Tensor]):
+        super().__init__()
+        self.inner, self.swap = module, swap
+
+    def forward(self, *args):
+        return torch.func.functional_call(self.inner, self.swap, args)

@@ -41,6 +41,7 @@ from graphopt.passes import (  # noqa: E402,F401  (registers)  # noqa: E402,F401
     fuse_gelu,
     fuse_layer_norm,
     fuse_linear_bias,
+    mixed_precision,
     prune_channels,
     prune_ffn,
     prune_heads,

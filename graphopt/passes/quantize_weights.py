@@ -84,9 +84,9 @@ class QuantizeWeights(Pass):
         return Tolerance.bounded(min_sqnr_db=8.0 if self.bits == 4 else 20.0)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        targets, skipped = self._targets(graph)
+        targets, skipped = self.targets(graph)
         for t in targets:
-            self._quantize(graph, t)
+            self.quantize_target(graph, t)
         count = len(targets)
         if self.requantize:
             count += self._requantize_all(graph, skipped)
@@ -97,7 +97,8 @@ class QuantizeWeights(Pass):
 
     # ---- float weights ----------------------------------------------------------------------
 
-    def _targets(self, graph: Graph) -> tuple[list[_Target], dict[str, str]]:
+    def targets(self, graph: Graph) -> tuple[list[_Target], dict[str, str]]:
+        """(the float weights this pass quantizes, each once; {node: why skipped})."""
         missing = [s for s in self.skip if not graph.has_node(s)]
         if missing:
             from graphopt.errors import PassError
@@ -125,10 +126,10 @@ class QuantizeWeights(Pass):
                     found.append(_Target(name, node, index, out_axis, in_axis))
         return found, skipped
 
-    def _quantize(self, graph: Graph, t: _Target) -> None:
+    def quantize_target(self, graph: Graph, t: _Target) -> None:
         # w => dequantize(w_int, s, z){axis, block_size}
         w = graph.param(t.param).data.astype(np.float64)
-        axis, block = self._layout(w.shape, t)
+        axis, block = self.layout(w.shape, t)
         q, scale, zero = self.quantize_array(w, axis, block)
         ins = [
             graph.add_param(f"{t.param}.{self.dtype}", q, trainable=False),
@@ -139,7 +140,7 @@ class QuantizeWeights(Pass):
         for reader in list(graph.users(t.param)):
             graph.set_inputs(reader, [dq.output if v == t.param else v for v in reader.inputs])
 
-    def _layout(self, shape: tuple[int, ...], t: _Target) -> tuple[int | None, int | None]:
+    def layout(self, shape: tuple[int, ...], t: _Target) -> tuple[int | None, int | None]:
         """(dequantize axis, block_size): blocked along the reduction axis, per output channel, or per tensor."""
         if self.scales == "per-tensor":
             return None, None
@@ -183,7 +184,7 @@ class QuantizeWeights(Pass):
                 continue
             w = dequantized(graph, qw).astype(np.float64)
             t = _Target(qw.q, node, 1, 0, 1)
-            axis, block = self._layout(w.shape, t)
+            axis, block = self.layout(w.shape, t)
             q, scale, zero = self.quantize_array(w, axis, block)
             old_scale = graph.param(qw.scale).data
             ins = [
