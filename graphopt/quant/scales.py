@@ -20,10 +20,13 @@ from graphopt.ir.ops import quant_range
 from graphopt.ir.types import numpy_dtype
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127
-# floor on a scale, so an all-zero tensor still quantizes (to 0); the smallest normal float32, not a
-# larger "small" number: a model whose activations are all ~1e-9 (seeded, untrained MobileNetV2) must
-# keep them, as onnxruntime's quantizer does
+# floor on a scale: the smallest normal float32, not a larger "small" number: a model whose activations
+# are all ~1e-9 (seeded, untrained MobileNetV2) must keep them, as onnxruntime's quantizer does
 _TINY = np.finfo(np.float32).tiny
+# the scale of an all-zero tensor (a layer norm over one feature, a pruned channel), as onnxruntime's quantizer
+# gives it: any scale holds 0 exactly, and a tiny one made the int32 bias scale s_x * s_w underflow, the bias
+# stay float, and onnxruntime's bias quantization saturate it (issue 12, fuzz bug 7)
+_ZERO_RANGE_SCALE = 1.0
 ROUGHLY_SYMMETRIC = 0.8  # min(|lo|, hi) / max(|lo|, hi) from which symmetric="auto" stays symmetric
 
 
@@ -45,10 +48,10 @@ def activation_qparams(
         raise ValueError(f"cannot quantize the range [{lo}, {hi}]: it is not finite")
     if is_symmetric(lo, hi, symmetric):
         t = max(-lo, hi)
-        scale = np.float32(max(2.0 * t / (qmax - qmin), _TINY))
+        scale = np.float32(max(2.0 * t / (qmax - qmin), _TINY) if t > 0 else _ZERO_RANGE_SCALE)
         zero = (qmin + qmax + 1) // 2  # int8: 0, uint8: 128
     else:
-        scale = np.float32(max((hi - lo) / (qmax - qmin), _TINY))
+        scale = np.float32(max((hi - lo) / (qmax - qmin), _TINY) if hi > lo else _ZERO_RANGE_SCALE)
         zero = int(np.clip(np.round(qmin - lo / scale), qmin, qmax))
     return np.asarray(scale, np.float32), np.asarray(zero, dtype=dtype)
 
@@ -65,7 +68,7 @@ def weight_qparams(w: np.ndarray, axis: int | None, bits: int = 8) -> tuple[np.n
     else:
         others = tuple(i for i in range(w.ndim) if i != axis % w.ndim)
         t = np.max(np.abs(w), axis=others) if w.size else np.zeros(w.shape[axis], np.float32)
-    scale = np.maximum(t / qmax, _TINY).astype(np.float32)
+    scale = np.where(t > 0, np.maximum(t / qmax, _TINY), _ZERO_RANGE_SCALE).astype(np.float32)
     zero = np.zeros(scale.shape, dtype)
     return quantize_array(w, scale, np.zeros(scale.shape), axis, -qmax, qmax).astype(dtype), scale, zero
 
