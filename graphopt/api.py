@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,23 +34,55 @@ logger = logging.getLogger("graphopt")
 ModelLike = torch.nn.Module | onnx.ModelProto | Graph | str | os.PathLike
 
 
-def import_model(model: ModelLike, example_inputs: Sequence | None = None) -> Graph:
-    """A Graph from an nn.Module (traced on `example_inputs`), an ONNX file or proto, or a Graph."""
+def import_model(
+    model: ModelLike,
+    example_inputs: Sequence | None = None,
+    *,
+    input_shapes: Mapping[str, Sequence[int | str]] | None = None,
+    dynamic_batch: bool = False,
+) -> Graph:
+    """A Graph from an nn.Module (traced on `example_inputs`), an ONNX file or proto, or a Graph.
+
+    input_shapes ({"x": ("N", 3, 224, 224)}) / dynamic_batch: an ONNX model's input shapes, static or
+    with a symbolic batch (`graphopt.shapes`); for an nn.Module they must match the example inputs.
+    """
+    shaped = bool(input_shapes) or dynamic_batch
     if isinstance(model, Graph):
+        if shaped:
+            raise GraphoptError("input_shapes/dynamic_batch apply on import: pass the ONNX file or the module")
         return model
     if isinstance(model, (str, os.PathLike, onnx.ModelProto)):
         from graphopt.frontends.onnx import load_onnx
 
-        return load_onnx(model)
+        return load_onnx(model, input_shapes=input_shapes, dynamic_batch=dynamic_batch)
     if isinstance(model, torch.nn.Module):
         if example_inputs is None:
             raise GraphoptError(f"tracing {type(model).__name__} needs example_inputs=(x, ...)")
         from graphopt.frontends.fx import trace
 
-        return trace(model, tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,))
+        examples = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+        if shaped:
+            _check_module_shapes(model, examples, input_shapes, dynamic_batch)
+        return trace(model, examples)
     raise GraphoptError(
         f"cannot import a {type(model).__name__}: pass an nn.Module, an ONNX path or ModelProto, or a graphopt Graph"
     )
+
+
+def _check_module_shapes(model, examples, input_shapes, dynamic_batch) -> None:
+    """Static shapes must match the examples; a symbolic dim needs the ONNX route for now."""
+    import inspect
+
+    from graphopt.shapes import torch_dynamic_shapes
+
+    params = [p for p in inspect.signature(model.forward).parameters.values() if p.kind == p.POSITIONAL_OR_KEYWORD]
+    names = [p.name for p in params][: len(examples)]
+    shapes = [tuple(x.shape) for x in examples]
+    if torch_dynamic_shapes(names, shapes, input_shapes, dynamic_batch) is not None:
+        raise GraphoptError(
+            f"a symbolic batch for {type(model).__name__}: export it with torch.onnx.export(model, (x,), path, "
+            f"dynamic_shapes=...) and pass the ONNX file (torch.export tracing here is static)"
+        )
 
 
 def run_pipeline_on(
@@ -99,6 +131,8 @@ def optimize(
     log: Callable[[str], None] | None = None,
     calibration: Iterable[Sequence[np.ndarray]] | None = None,
     notice: Callable[[str], None] | None = None,
+    input_shapes: Mapping[str, Sequence[int | str]] | None = None,
+    dynamic_batch: bool = False,
 ) -> "CompiledModel":
     """Compile `model` for `target` ("x86", "arm", "cuda", ... or a TVM target dict).
 
@@ -107,6 +141,8 @@ def optimize(
     db without tune: reuse an existing tuning database for the build.
     verify: check every pass numerically against the graph before it.
     calibration, notice: as in `run_pipeline_on`.
+    input_shapes, dynamic_batch: as in `import_model`; with a symbolic batch ("N") one build
+    runs any batch size, and the compiled model checks the other dims.
     The user's model is never modified. When the pipeline changed it, `compiled.comparison`
     (`analysis.compare.Comparison`) holds params, MACs and weight bytes before and after, also
     logged at INFO on the "graphopt" logger; otherwise it is None.
@@ -117,7 +153,7 @@ def optimize(
     tgt = resolve_target(target)  # an unknown target fails before any work
     if tune and db is None:
         raise GraphoptError("tune=N needs db=DIR: the directory that keeps (and resumes) tuning records")
-    source = import_model(model, example_inputs)
+    source = import_model(model, example_inputs, input_shapes=input_shapes, dynamic_batch=dynamic_batch)
     result, pipe = _run_pipeline(source, pipeline, example_inputs, verify, log, calibration, notice)
     graph = result.graph
     database = _database(graph, tgt, tune, db)

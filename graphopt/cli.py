@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=module.__doc__,
             parents=[common],
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            conflict_handler="resolve",  # a command may redefine a global flag (tune's -v) with the same dest
         )
         module.add_arguments(cmd)
         cmd.set_defaults(handler=module.run)

@@ -518,11 +518,13 @@ def test_opaque_node_is_named():
         lower_to_relax(g)
 
 
-def test_symbolic_input_is_named():
+def test_symbolic_input_lowers_to_a_symbolic_relax_shape_and_an_untyped_input_is_named():
     g = Graph("dyn")
     x = g.add_input("x", TensorType(("batch", 3)))
     g.set_outputs(g.add_node("relu", [x]).outputs)
-    with pytest.raises(BackendError, match="graph input 'x'.*static shape"):
+    assert "R.Tensor((batch, 3)" in lower_to_relax(g).script()
+    g.set_type(x, None)
+    with pytest.raises(BackendError, match="graph input 'x' has no known type"):
         lower_to_relax(g)
 
 

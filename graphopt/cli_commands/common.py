@@ -42,15 +42,46 @@ def warn(message: str) -> None:
     print(f"graphopt: warning: {message}", file=sys.stderr, flush=True)
 
 
-def load_model(path: str | os.PathLike) -> "Graph":
+def add_shape_arguments(parser) -> None:
+    """--input-shape NAME:DIMS (repeatable) and --dynamic-batch, for commands that import a model."""
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME:DIMS",
+        help="shape of input NAME, e.g. x:1x3x224x224 (static) or x:Nx3x224x224 (batch N chosen at run time); "
+        "repeatable",
+    )
+    parser.add_argument(
+        "--dynamic-batch", action="store_true", help="make axis 0 of every input a symbol N (one build, any batch)"
+    )
+
+
+def shape_options(args) -> dict:
+    """load_model's keyword arguments from --input-shape / --dynamic-batch (absent options: none)."""
+    from graphopt.shapes import parse_input_shapes
+
+    return {
+        "input_shapes": parse_input_shapes(getattr(args, "input_shape", None)),
+        "dynamic_batch": bool(getattr(args, "dynamic_batch", False)),
+    }
+
+
+def load_model(path: str | os.PathLike, *, input_shapes=None, dynamic_batch: bool = False) -> "Graph":
     """Import an ONNX file (or a torch.export .pt2 file); every failure is a GraphoptError or OSError naming
-    the file, with a hint for torch checkpoints (.pt, .pth), which hold weights but no graph."""
+    the file, with a hint for torch checkpoints (.pt, .pth), which hold weights but no graph.
+    input_shapes / dynamic_batch: see `graphopt.shapes` (ONNX files only)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a directory, not an ONNX file", str(path))
     if path.suffix == ".pt2":
+        if input_shapes or dynamic_batch:
+            raise FrontendError(
+                f"'{path}': a torch.export program's shapes are fixed when it is exported; export it with "
+                f"dynamic_shapes=... (torch.export.Dim) instead of --input-shape/--dynamic-batch"
+            )
         return _load_exported_program(path)
     if path.suffix in TORCH_SUFFIXES or _is_zip(path):
         raise FrontendError(
@@ -60,7 +91,7 @@ def load_model(path: str | os.PathLike) -> "Graph":
     from graphopt.frontends.onnx import load_onnx
 
     try:
-        return load_onnx(path)
+        return load_onnx(path, input_shapes=input_shapes, dynamic_batch=dynamic_batch)
     except GraphoptError as e:
         if str(path) in str(e) or path.name in str(e):
             raise

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 from graphopt.cli_commands.calibration import add_calib_argument, load_calibration
+from graphopt.cli_commands.common import add_shape_arguments
 from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_PIPELINE_NAME, DEFAULT_TARGET
 
 HELP = "compile an ONNX model with TVM for x86, arm or cuda and save it"
@@ -26,6 +27,7 @@ HELP = "compile an ONNX model with TVM for x86, arm or cuda and save it"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="IN.onnx", help="model to compile")
+    add_shape_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="library to write (.so or .tar)")
     add_target_arguments(parser)
     parser.add_argument(
@@ -56,13 +58,13 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from graphopt.api import optimize
     from graphopt.backends.tvm.compiled import check_library_toolchain
-    from graphopt.cli_commands.common import load_model, warn
+    from graphopt.cli_commands.common import load_model, shape_options, warn
 
     progress = args.progress
     check_library_path(args.output)  # bad options fail here, before the long build
     check_library_toolchain(args.output, args.target)  # the target too, and its cross compiler for a .so
     _check_db(args)
-    graph = load_model(args.input)
+    graph = load_model(args.input, **shape_options(args))
     calibration = load_calibration(args, graph)
     with progress.step(f"compiling for {args.target}"):
         compiled = optimize(

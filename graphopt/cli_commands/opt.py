@@ -19,6 +19,7 @@ import argparse
 import os
 
 from graphopt.cli_commands.calibration import add_calib_argument, load_calibration
+from graphopt.cli_commands.common import add_shape_arguments
 from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_PIPELINE_NAME
 
 HELP = "run a pass pipeline on an ONNX model"
@@ -26,6 +27,7 @@ HELP = "run a pass pipeline on an ONNX model"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="IN.onnx", help="model to optimize")
+    add_shape_arguments(parser)
     parser.add_argument(
         "-p",
         "--pipeline",
@@ -53,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphopt.analysis.compare import compare_graphs
-    from graphopt.cli_commands.common import load_model, op_count_table, warn
+    from graphopt.cli_commands.common import load_model, op_count_table, shape_options, warn
     from graphopt.cli_commands.pipeline_arg import parse_pipeline_argument
     from graphopt.fileio import check_output_path
     from graphopt.passes import default_instruments
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline = parse_pipeline_argument(args.pipeline)  # fail on a bad pipeline or -o before loading anything
     if args.output is not None:
         check_output_path(args.output)
-    graph = load_model(args.input)
+    graph = load_model(args.input, **shape_options(args))
     ctx = NoticingContext(
         instruments=default_instruments(verify=not args.no_verify, dump_dir=args.dump_ir),
         seed=args.seed,

@@ -18,6 +18,7 @@ import argparse
 import os
 
 from graphopt.cli_commands.calibration import add_calib_argument, load_calibration
+from graphopt.cli_commands.common import add_shape_arguments
 from graphopt.defaults import DEFAULT_PIPELINE, DEFAULT_PIPELINE_NAME, pipeline_text
 
 HELP = "run a pass pipeline on an ONNX model and write a compressed model file"
@@ -25,6 +26,7 @@ HELP = "run a pass pipeline on an ONNX model and write a compressed model file"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="IN.onnx", help="model to compress")
+    add_shape_arguments(parser)
     parser.add_argument(
         "-p",
         "--pipeline",
@@ -40,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphopt.cli_commands.common import load_model, warn
+    from graphopt.cli_commands.common import load_model, shape_options, warn
     from graphopt.fileio import check_output_path
     from graphopt.passes import Pipeline, default_instruments
     from graphopt.quant.calibration_data import NoticingContext
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     progress = args.progress
     pipeline = Pipeline.parse(pipeline_text(args.pipeline))  # a bad pipeline or -o fails before any work
     check_output_path(args.output)
-    graph = load_model(args.input)
+    graph = load_model(args.input, **shape_options(args))
     ctx = NoticingContext(
         instruments=default_instruments(verify=not args.no_verify),
         seed=args.seed,

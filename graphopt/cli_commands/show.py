@@ -11,16 +11,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from graphopt.cli_commands.common import add_shape_arguments
+
 HELP = "print a model's IR and a summary (nodes, parameters, op counts; storage of a .gopt file)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="MODEL", help="model to show (.onnx or .gopt)")
+    add_shape_arguments(parser)
     parser.add_argument("--summary", action="store_true", help="print only the summary (and the storage table)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphopt.cli_commands.common import load_model, summary
+    from graphopt.cli_commands.common import load_model, shape_options, summary
 
     info = None
     if _is_compressed(args.input):
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
         graph, info = read_compressed(args.input)
     else:
-        graph = load_model(args.input)
+        graph = load_model(args.input, **shape_options(args))
     if not args.summary:
         print(graph)
     print(summary(graph))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +66,20 @@ def load_onnx(
     fold_constants: bool = True,
     canonicalize: bool = True,
     base_dir: str | Path | None = None,
+    input_shapes: Mapping[str, Sequence[int | str]] | None = None,
+    dynamic_batch: bool = False,
 ) -> Graph:
     """Import an ONNX model as a Graph; raises FrontendError naming the file and node at fault.
 
     External data is read from `base_dir`, by default the file's directory; bytes and
     ModelProto inputs have none, so they need `base_dir` if they use external data.
+    input_shapes / dynamic_batch: replace graph inputs' shapes before import (`graphopt.shapes`):
+    static sizes for a dynamic file, or a symbol such as "N" for a batch chosen at run time.
     """
+    from graphopt.shapes import apply_to_onnx
+
     model, src, stem = _read(path_or_proto, base_dir)
+    model = apply_to_onnx(model, input_shapes, dynamic_batch)
     _check_structure(model.graph, src)
     check_tensor_sizes(_tensors(model.graph), src)
     check_node_ops(model, _all_graphs(model.graph), _node_label, src)

@@ -70,21 +70,37 @@ CROSS_COMPILERS = {"aarch64": "aarch64-linux-gnu-g++"}
 
 @dataclass(frozen=True)
 class InputSpec:
-    """Name, static shape and dtype of one model input (or output)."""
+    """Name, shape and dtype of one model input (or output); a str dim is a symbol (a dynamic batch "N")."""
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int | str, ...]
     dtype: str
 
     def __str__(self) -> str:
         return f"{self.dtype}[{','.join(map(str, self.shape))}]"
+
+    @property
+    def symbols(self) -> list[str]:
+        return [d for d in self.shape if isinstance(d, str)]
 
     def to_json(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
     @classmethod
     def from_json(cls, d: dict) -> "InputSpec":
-        return cls(str(d["name"]), tuple(int(s) for s in d["shape"]), str(d["dtype"]))
+        return cls(str(d["name"]), tuple(s if isinstance(s, str) else int(s) for s in d["shape"]), str(d["dtype"]))
+
+    def bind(self, shape: Sequence[int], sizes: dict[str, int]) -> bool:
+        """Does `shape` fit? Each symbol takes any size >= 1, the same wherever it appears (recorded in `sizes`)."""
+        if len(shape) != len(self.shape):
+            return False
+        for want, got in zip(self.shape, shape):
+            if isinstance(want, str):
+                if got < 1 or sizes.setdefault(want, got) != got:
+                    return False
+            elif want != got:
+                return False
+        return True
 
 
 def metadata_path(path: str | os.PathLike) -> Path:
@@ -189,11 +205,11 @@ class CompiledModel:
         """
         if self.is_cross:
             raise self._not_runnable_here()
-        feeds, like = self._check_inputs(arrays)
+        feeds, like, sizes = self._check_inputs(arrays)
         dev = tvm.device(int(self.target.get_target_device_type()), 0)
         vm = self._local_vm(dev)
         out = vm["main"](*[tvm.runtime.tensor(a, dev) for a in feeds])
-        return self._wrap([o.numpy() for o in _flatten(out)], like)
+        return self._wrap([o.numpy() for o in _flatten(out)], like, sizes)
 
     def run_remote(self, session, *arrays):
         """Run on the remote CPU behind a TVM RPC `session`; same inputs/outputs as `__call__`.
@@ -204,13 +220,13 @@ class CompiledModel:
         """
         from graphopt.backends.tvm.rpc import run_remote_vm
 
-        feeds, like = self._check_inputs(arrays)
+        feeds, like, sizes = self._check_inputs(arrays)
         if self.library_path is not None:
-            return self._wrap(run_remote_vm(session, self.library_path, feeds), like)
+            return self._wrap(run_remote_vm(session, self.library_path, feeds), like, sizes)
         with tempfile.TemporaryDirectory(prefix="graphopt-remote-") as tmp:
             lib = Path(tmp) / "model.so"
             self._export(lib)
-            return self._wrap(run_remote_vm(session, lib, feeds), like)
+            return self._wrap(run_remote_vm(session, lib, feeds), like, sizes)
 
     def _not_runnable_here(self) -> BackendError:
         what = _describe_target(self.target)
@@ -232,12 +248,12 @@ class CompiledModel:
                 self._vm = relax.VirtualMachine(self.executable, dev)
         return self._vm
 
-    def _check_inputs(self, arrays) -> tuple[list[np.ndarray], torch.Tensor | None]:
-        """Inputs as contiguous numpy arrays, and a torch tensor to mimic (None: numpy in)."""
+    def _check_inputs(self, arrays) -> tuple[list[np.ndarray], torch.Tensor | None, dict[str, int]]:
+        """Inputs as contiguous numpy arrays, a torch tensor to mimic (None: numpy in), the symbols' sizes."""
         if len(arrays) != len(self.inputs):
             names = ", ".join(s.name for s in self.inputs)
             raise BackendError(f"the model takes {len(self.inputs)} input(s) ({names}), got {len(arrays)}")
-        feeds, like = [], None
+        feeds, like, sizes = [], None, {}
         for spec, a in zip(self.inputs, arrays):
             if isinstance(a, torch.Tensor):
                 like = a if like is None else like
@@ -247,15 +263,17 @@ class CompiledModel:
             elif not isinstance(a, np.ndarray):
                 raise BackendError(f"input '{spec.name}' must be a numpy array or torch tensor, got {type(a).__name__}")
             got = f"{a.dtype.name}[{','.join(map(str, a.shape))}]"
-            if tuple(a.shape) != spec.shape or a.dtype.name != spec.dtype:
-                raise BackendError(f"input '{spec.name}' expects {spec}, got {got}")
+            bound = dict(sizes)
+            if not spec.bind(a.shape, bound) or a.dtype.name != spec.dtype:
+                raise BackendError(f"input '{spec.name}' expects {spec}{_symbol_note(spec, sizes)}, got {got}")
+            sizes = bound
             feeds.append(np.ascontiguousarray(a))
-        return feeds, like
+        return feeds, like, sizes
 
-    def _wrap(self, outs: list[np.ndarray], like: torch.Tensor | None):
+    def _wrap(self, outs: list[np.ndarray], like: torch.Tensor | None, sizes: dict[str, int]):
         if len(outs) != self.num_outputs:
             raise BackendError(f"the executable returned {len(outs)} outputs, expected {self.num_outputs}")
-        outs = [_as_declared(o, spec) for o, spec in zip(outs, self.output_specs)] or outs
+        outs = [_as_declared(o, spec, sizes) for o, spec in zip(outs, self.output_specs)] or outs
         if like is not None:
             # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
             outs = [torch.from_numpy(np.require(o, requirements="C")).to(like.device) for o in outs]
@@ -331,10 +349,22 @@ def check_library_toolchain(path: str | os.PathLike, target) -> None:
         cross_compiler_for(tgt)
 
 
-def _as_declared(out: np.ndarray, spec: InputSpec) -> np.ndarray:
+def _symbol_note(spec: InputSpec, sizes: dict[str, int]) -> str:
+    """What the symbols of `spec` accept, given the sizes other inputs already fixed."""
+    notes = [f"{d} = {sizes[d]} as in an earlier input" if d in sizes else f"{d}: any size" for d in spec.symbols]
+    return f" ({'; '.join(dict.fromkeys(notes))})" if notes else ""
+
+
+def _as_declared(out: np.ndarray, spec: InputSpec, sizes: dict[str, int]) -> np.ndarray:
     """`out` with the declared shape (the VM may hand back a 0-d tensor as shape (1,)); dtype checked."""
     if out.dtype.name != spec.dtype:
         raise BackendError(f"output '{spec.name}' came back as {out.dtype.name}, the graph declares {spec}")
+    if spec.symbols:
+        if not spec.bind(out.shape, dict(sizes)):
+            raise BackendError(
+                f"output '{spec.name}' came back with shape {list(out.shape)}, the graph declares {spec}"
+            )
+        return out
     if tuple(out.shape) != spec.shape:
         if out.size != int(np.prod(spec.shape)):
             raise BackendError(
@@ -346,7 +376,7 @@ def _as_declared(out: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 def _spec(graph: Graph, name: str, dtype=lambda dt: dt) -> InputSpec:
     t = graph.type_of(name)
-    return InputSpec(name, tuple(int(d) for d in t.shape), dtype(t.dtype))
+    return InputSpec(name, tuple(d if isinstance(d, str) else int(d) for d in t.shape), dtype(t.dtype))
 
 
 def _flatten(value) -> list:

@@ -17,9 +17,10 @@ in place and inlined). Before anything is emitted every node is checked, and one
 error lists every node that neither a rule nor TVM's frontends can lower.
 
 The module has one function, "main", taking the graph inputs in order (static
-shapes and dtypes) and returning the graph output, or a tuple of outputs when
-there are several. Every emitted value is checked against the graph's type
-for it, so a rule that disagrees with the IR fails at lowering, naming the node.
+shapes, or a symbolic dim such as a batch "N" as a shared `tirx.Var`) and
+returning the graph output, or a tuple of outputs when there are several.
+Every emitted value is checked against the graph's type for it, so a rule
+that disagrees with the IR fails at lowering, naming the node.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import re
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 
 from graphopt.backends.tvm.lower_opaque import OpaqueCalls, OpaqueLowering, OpaqueRefused, convert_opaque, inline_opaque
 from graphopt.backends.tvm.lower_ops import RULES, RuleContext, const
@@ -52,23 +53,35 @@ def _name_hint(name: str) -> str:
     return hint if hint and not hint[0].isdigit() else f"v_{hint}"
 
 
-def _input_var(graph: Graph, name: str) -> relax.Var:
+def _input_var(graph: Graph, name: str, symbols: dict[str, tirx.Var]) -> relax.Var:
+    """A Relax parameter for graph input `name`; a symbolic dim becomes a tirx.Var shared by every
+    input that names the same symbol (`R.Tensor(("N", 3, 224, 224))`)."""
     t = graph.value(name).type
-    if t is None or not t.is_static:
+    if t is None:
         raise BackendError(
-            f"graph input '{name}' has type {t}: the TVM backend needs a static shape and dtype for every input"
+            f"graph input '{name}' has no known type: the TVM backend needs a shape and dtype for every input"
         )
-    return relax.Var(_name_hint(name), relax.TensorType(list(t.shape), t.dtype))
+    dims = [symbols.setdefault(d, tirx.Var(d, "int64")) if isinstance(d, str) else d for d in t.shape]
+    return relax.Var(_name_hint(name), relax.TensorType(dims, t.dtype))
+
+
+def _dim_matches(got, want) -> bool:
+    if isinstance(want, str):
+        return isinstance(got, tirx.Var) and got.name == want
+    return isinstance(got, tirx.IntImm) and int(got) == want
 
 
 def _check_type(node: Node, value: str, expr: relax.Expr, want: TensorType | None) -> None:
     if want is None or not isinstance(expr.ty, relax.TensorType):
         return
-    got_shape = [int(d) for d in expr.ty.shape.values]
+    shape = expr.ty.shape
+    got_dims = list(shape.values) if isinstance(shape, relax.ShapeExpr) else None
     got_dtype = str(expr.ty.dtype)
-    if got_shape != list(want.shape) or got_dtype != carrier_dtype(want.dtype):
+    same_shape = got_dims is not None and len(got_dims) == want.rank and all(map(_dim_matches, got_dims, want.shape))
+    if not same_shape or got_dtype != carrier_dtype(want.dtype):
+        got = "?" if got_dims is None else "[" + ", ".join(str(d) for d in got_dims) + "]"
         raise BackendError(
-            f"{describe_node(node)}: TVM computes {got_dtype}{got_shape} for '{value}' but the graph says {want}"
+            f"{describe_node(node)}: TVM computes {got_dtype}{got} for '{value}' but the graph says {want}"
         )
 
 
@@ -129,12 +142,13 @@ def lower_to_relax(graph: Graph) -> tvm.IRModule:
 
     Raises BackendError naming the nodes that neither a rule nor TVM's frontends
     lower (all of them, before any work), or a rule that fails; and naming the
-    input for an input without a static type.
+    input for an input without a type.
     """
     if not graph.outputs:
         raise BackendError(f"graph '{graph.name}' has no outputs")
     bb = relax.BlockBuilder()
-    params = [_input_var(graph, name) for name in graph.inputs]
+    symbols: dict[str, tirx.Var] = {}
+    params = [_input_var(graph, name, symbols) for name in graph.inputs]
     opaque = _plan_opaque(graph)
     calls = OpaqueCalls(bb)
     env: dict[str, relax.Expr] = dict(zip(graph.inputs, params))

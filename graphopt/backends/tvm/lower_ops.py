@@ -13,7 +13,9 @@ tests/test_tvm_lower.py checks every rule against the torch reference.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 
 from graphopt.ir.ops import quant_range
 from graphopt.ir.ops import resize as resize_reference
@@ -53,8 +55,14 @@ class RuleContext:
         return t.dtype if t is not None else default
 
 
-def shape_of(e: relax.Expr) -> list[int]:
-    return [int(d) for d in e.ty.shape.values]
+def shape_of(e: relax.Expr) -> list:
+    """Static dims as ints; a symbolic dim (the batch "N" of a dynamic-batch build) as its tir expression."""
+    return [int(d) if isinstance(d, tirx.IntImm) else d for d in e.ty.shape.values]
+
+
+def _product(dims) -> Any:
+    """The product of dims, an int while they are static, else a tir expression."""
+    return functools.reduce(operator.mul, dims, 1)
 
 
 def dtype_of(e: relax.Expr) -> str:
@@ -411,7 +419,7 @@ def flatten(cx, x, *, start_dim, end_dim):
     if not s:
         return R.reshape(x, [1])
     lo, hi = start_dim % len(s), end_dim % len(s)
-    return R.reshape(x, s[:lo] + [int(np.prod(s[lo : hi + 1], dtype=np.int64))] + s[hi + 1 :])
+    return R.reshape(x, s[:lo] + [_product(s[lo : hi + 1])] + s[hi + 1 :])
 
 
 def squeeze(cx, x, *, axes):

@@ -119,8 +119,9 @@ def _prim(v: relax.Expr) -> float:
     return float(value if isinstance(value, (int, float)) else value.value)
 
 
-def _shape(e: relax.Expr) -> list[int]:
-    return [int(d) for d in e.ty.shape.values]
+def _shape(e: relax.Expr) -> list:
+    # A symbolic dim (a dynamic batch) stays a tir expression; the rules read only static ones.
+    return [int(d) if isinstance(d, tvm.tirx.IntImm) else d for d in e.ty.shape.values]
 
 
 def _dtype(e: relax.Expr) -> str:
