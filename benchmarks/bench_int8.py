@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from graphopt.progress import progress_bar
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quantization as q  # noqa: E402  (the helpers of benchmarks/quantization.py)
 
@@ -50,7 +52,7 @@ def run_model(name: str, args, out: Path) -> list[tuple]:
         path = q.graphopt_quantize(spec["path"], spec["calib"], sub, f"quantize{{dtype={dtype}}}")
         contenders.append((f"graphopt int8 TVM ({dtype} activations)", "tvm", path))
     rows, fp32_ms = [], None
-    for label, kind, path in contenders:
+    for label, kind, path in progress_bar(contenders, desc=name, unit="contender"):
         r = q.measure(kind, path, data, args.budget, args.timeout)
         if "error" in r:
             rows.append((name, label, f"{r['error']}", f"{r['load']:.2f}", "", "", "VOID"))

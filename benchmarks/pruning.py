@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from graphopt.progress import progress_bar
+
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ("digits_cnn", "resnet18", "mobilenet_v2", "vit_small", "bert_small")
 TRANSFORMERS = ("vit_small", "bert_small", "attention_fused", "attention_split")
@@ -223,7 +225,7 @@ def round_robin_ms(calls: dict[str, Callable], runs: int, warmup: int = 2) -> di
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(runs):
+    for _ in progress_bar(range(runs), desc="timing", unit="round"):
         for k, fn in calls.items():
             t0 = time.perf_counter()
             fn()

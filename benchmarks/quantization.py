@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from graphopt.progress import progress_bar
+
 REPO = Path(__file__).resolve().parents[1]
 ALL_MODELS = ("resnet18", "mobilenet_v2", "digits_cnn", "minilm")
 METHODS = ("MinMax", "Entropy", "Percentile")
@@ -290,7 +292,7 @@ def run_model(name: str, args, out: Path, rows: list, calib_rows: list) -> None:
     if args.tvm:
         contenders.append(("graphopt int8 (TVM x86)", "tvm", ours, args.graphopt))
     fp32_ms = None
-    for label, kind, path, calibration in contenders:
+    for label, kind, path, calibration in progress_bar(contenders, desc=name, unit="contender"):
         timeout = args.tvm_timeout if kind == "tvm" else 600
         r = measure(kind, path, data, args.budget, timeout)
         if "error" in r:
