@@ -110,7 +110,7 @@ class CheckReport:
         if not self.results:
             lines.append("no budgets given: the pipeline ran, nothing was measured")
         elif self.passed:
-            lines.append(f"all {len(self.results)} budgets kept")
+            lines.append(f"{len(self.results)} of {len(self.results)} budgets kept")
         else:
             lines.append(f"{len(self.broken)} of {len(self.results)} budgets broken")
         return "\n".join(lines)
