@@ -136,7 +136,7 @@ CONV_CASES = [
         dict(padding=2, dilation=2, groups=2),
         "uint8",
         "Conv2dInt8",
-    ),  # fmt: skip
+    ),
     ("u8-odd-channels", (1, 3, 11, 10), "uint8", (24, 3, 3, 3), dict(padding=1), "uint8", "Conv2dNCHW"),
     ("u8-out-not-16", (1, 8, 7, 7), "uint8", (20, 8, 3, 3), dict(padding=1), "uint8", "Conv2dNCHW"),
     ("i8-on-x86", (1, 16, 8, 8), "int8", (32, 16, 3, 3), dict(padding=1), "int8", "Conv2dNCHW"),
@@ -147,8 +147,46 @@ CONV_CASES = [
         (32, 1, 3, 3),
         dict(padding=1, groups=32),
         "uint8",
+        "DepthwiseConv2dInt8",
+    ),
+    # depthwise, vectorized over channels: 24 channels take half vectors; stride 2, batch 2, non-square
+    (
+        "i8-depthwise-24-stride2-batch2",
+        (2, 24, 9, 13),
+        "int8",
+        (24, 1, 3, 3),
+        dict(stride=2, padding=1, groups=24),
+        "int8",
+        "DepthwiseConv2dInt8",
+    ),
+    (
+        "u8-depthwise-5x5-no-epilogue",
+        (1, 48, 11, 7),
+        "uint8",
+        (48, 1, 5, 5),
+        dict(padding=2, groups=48),
+        None,
+        "DepthwiseConv2dInt8",
+    ),
+    (
+        "i8-depthwise-dilation2-unpadded",
+        (1, 16, 12, 10),
+        "int8",
+        (16, 1, 3, 3),
+        dict(dilation=2, groups=16),
+        None,
+        "DepthwiseConv2dInt8",
+    ),
+    # channels not a multiple of the half vector (8): the generic depthwise rule
+    (
+        "u8-depthwise-odd-channels",
+        (1, 20, 9, 9),
+        "uint8",
+        (20, 1, 3, 3),
+        dict(padding=1, groups=20),
+        "uint8",
         "DepthwiseConv2dNCHW",
-    ),  # fmt: skip
+    ),
 ]
 
 

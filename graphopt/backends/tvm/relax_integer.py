@@ -65,6 +65,7 @@ import tvm
 from tvm import relax
 
 from .lower_ops import const
+from .schedules.dot_product import DotProduct, dot_product
 
 __all__ = ["qdq_to_integer"]
 
@@ -319,8 +320,42 @@ def _use_counts(func: relax.Function) -> dict:
     return uses
 
 
+@dataclass(frozen=True)
+class _MaxPool:
+    """quantize(max_pool2d(dequantize(q))), both per tensor: pooled in integers, then requantized if the
+    two quantisations differ (max commutes with the monotone requantisation; as in float, a window's
+    padding never wins over the input it reads)."""
+
+    pool: relax.Call
+    q: relax.Expr
+    dequant: tuple[float, int]  # the input's (scale, zero point)
+    quant: tuple[float, int]  # the output's
+    out_dtype: str
+
+
+def _scale_zero(call: relax.Call, var2val: dict) -> tuple[float, int] | None:
+    s, z = _const(call.args[1], var2val), _const(call.args[2], var2val)
+    if s is None or z is None or s.size != 1 or z.size != 1 or s.dtype != np.float32 or not s.reshape(-1)[0] > 0:
+        return None
+    return float(s.reshape(-1)[0]), int(z.reshape(-1)[0])
+
+
+def _max_pool(quant: relax.Call, var2val: dict, uses: dict) -> _MaxPool | None:
+    y = quant.args[0]
+    pool = _call(y, var2val, "relax.nn.max_pool2d") if _single_use(y, uses) else None
+    deq = _call(pool.args[0], var2val, "relax.dequantize") if pool is not None else None
+    if deq is None or str(deq.attrs.out_dtype) != "float32" or _dtype(deq.args[0]) not in _Q_DTYPES:
+        return None
+    dequant, requant = _scale_zero(deq, var2val), _scale_zero(quant, var2val)
+    out_dtype = str(quant.attrs.out_dtype)
+    if dequant is None or requant is None or out_dtype not in _Q_DTYPES:
+        return None
+    return _MaxPool(pool, deq.args[0], dequant, requant, out_dtype)
+
+
 def _plan(func: relax.Function) -> dict:
-    """binding var -> _Requantized (quantize bindings) or _Product (float-output products)."""
+    """binding var -> _Requantized (quantize bindings), _MaxPool (quantize after a float max-pool)
+    or _Product (float-output products)."""
     var2val = relax.analysis.get_var2val(func)
     uses = _use_counts(func)
     plan: dict = {}
@@ -331,6 +366,8 @@ def _plan(func: relax.Function) -> dict:
         if found is not None:
             plan[var] = found
             claimed.add(found.product.call)
+        elif quant is not None and (pool := _max_pool(quant, var2val, uses)) is not None:
+            plan[var] = pool
     for var, value in var2val.items():
         if var in plan or not isinstance(value, relax.Call):
             continue
@@ -347,9 +384,10 @@ def _plan(func: relax.Function) -> dict:
 class _IntegerRewriter(relax.PyExprMutator):
     """Re-emits each planned binding as its integer program; everything else as it was."""
 
-    def __init__(self, mod: tvm.IRModule):
+    def __init__(self, mod: tvm.IRModule, dot: DotProduct | None):
         super().__init__(mod)
         self.mod = mod
+        self.dot = dot  # the target's int8 dot product: operands are shaped for it
         self.plan: dict = {}
 
     def rewrite(self) -> tuple[tvm.IRModule, int]:
@@ -367,7 +405,12 @@ class _IntegerRewriter(relax.PyExprMutator):
         item = self.plan.get(binding.var)
         if item is None:
             return super().visit_var_binding_(binding)
-        expr = self._requantize(item) if isinstance(item, _Requantized) else self._dequantize(item)
+        if isinstance(item, _Requantized):
+            expr = self._requantize(item)
+        elif isinstance(item, _MaxPool):
+            expr = self._max_pool(item)
+        else:
+            expr = self._dequantize(item)
         emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
         self.set_var_remap(binding.var, emit(expr, binding.var.name))
         return None
@@ -382,6 +425,23 @@ class _IntegerRewriter(relax.PyExprMutator):
         q = self.visit_expr(op.q)
         return self._emit(R.permute_dims(q, list(op.perm))) if op.perm is not None else q
 
+    def _unsigned(self, x: relax.Expr, zero: int, weight: np.ndarray | None) -> tuple[relax.Expr, int]:
+        """int8 data as uint8 (``x + 128``, zero point ``+ 128``: the same ``x - zero``) when the target's
+        dot product takes uint8 data and the int8 ``weight`` (constant) will be tensorized with it."""
+        if self.dot is None or self.dot.data_dtype != "uint8" or _dtype(x) != "int8" or weight is None:
+            return x, zero
+        shifted = self._emit(R.add(self._emit(R.astype(x, "int32")), const(128, "int32")))
+        return self._emit(R.astype(shifted, "uint8")), zero + 128
+
+    def _max_pool(self, m: _MaxPool) -> relax.Expr:
+        q = self.visit_expr(m.q)
+        pooled = relax.Call(m.pool.op, [q], m.pool.attrs)
+        if m.dequant == m.quant and _dtype(q) == m.out_dtype:
+            return pooled
+        (s, z), (so, zo) = m.dequant, m.quant
+        y = self._emit(R.dequantize(self._emit(pooled), const(np.float32(s), "float32"), const(z, _dtype(q))))
+        return R.quantize(y, const(np.float32(so), "float32"), const(zo, m.out_dtype), out_dtype=m.out_dtype)
+
     def _accumulate(self, p: _Product) -> relax.Var:
         """The exact int32 product of the operands' ``q - zero``."""
         if p.call.op.name == "relax.nn.conv2d":
@@ -392,14 +452,29 @@ class _IntegerRewriter(relax.PyExprMutator):
         a, x, zx, w = p.call.attrs, self._integer(p.x), p.x.z, p.w.value
         pads, groups = [int(v) for v in a.padding], int(a.groups)
         strides, dilation = [int(v) for v in a.strides], [int(v) for v in a.dilation]
-        grouped = 1 < groups < _shape(p.call.args[0])[1]
+        channels = _shape(p.call.args[0])[1]
+        grouped = 1 < groups < channels
+        if groups < channels or channels == 1:  # not depthwise: the dot-product rule's shape
+            x, zx = self._unsigned(x, zx, w)
+        # input channels padded to the dot product's reduction width (zero weights; the stem's 3 -> 4)
+        extra = (-channels) % self.dot.reduce if self.dot is not None and groups == 1 else 0
+        x_pad = [0, 0, 0, extra, 0, 0, 0, 0]
         if zx and any(pads) and not grouped:  # pad with the real zero, zx, then convolve unpadded
             top, left, bottom, right = pads
-            x = self._emit(R.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zx)))
+            x_pad[4:] = [top, bottom, left, right]
             pads = [0, 0, 0, 0]
+        if any(x_pad):
+            x = self._emit(R.nn.pad(x, x_pad, pad_value=float(zx)))
+        w_padded = np.pad(w, ((0, 0), (0, extra), (0, 0), (0, 0))) if extra else w
         acc = self._emit(
             R.nn.conv2d(
-                x, const(w, "int8"), strides=strides, padding=pads, dilation=dilation, groups=groups, out_dtype="int32"
+                x,
+                const(w_padded, "int8"),
+                strides=strides,
+                padding=pads,
+                dilation=dilation,
+                groups=groups,
+                out_dtype="int32",
             )
         )
         if not zx:
@@ -416,6 +491,8 @@ class _IntegerRewriter(relax.PyExprMutator):
 
     def _matmul(self, p: _Product) -> relax.Var:
         a, b, za, zb = self._integer(p.x), self._integer(p.w), p.x.z, p.w.z
+        if p.w.value is not None and p.w.value.dtype == np.int8:
+            a, za = self._unsigned(a, za, p.w.value)
         acc = self._emit(R.matmul(a, b, out_dtype="int32"))
         k = _shape(p.call.args[0])[-1]
         if za:  # - za * colsum(b)
@@ -449,12 +526,17 @@ class _IntegerRewriter(relax.PyExprMutator):
         return R.astype(self._emit(R.clip(y, r.lo, r.hi)), r.out_dtype)
 
 
-def qdq_to_integer() -> tvm.transform.Pass:
-    """The ``qdq-to-integer`` pass (a module pass; bindings left unused are removed)."""
+def qdq_to_integer(target: tvm.target.Target | None = None) -> tvm.transform.Pass:
+    """The ``qdq-to-integer`` pass (a module pass; bindings left unused are removed).
+
+    ``target`` (default: the current target when the pass runs) decides the operand shapes: with an int8
+    dot product (x86 VNNI, aarch64 sdot) data is shifted to the dtype it takes and a conv's input
+    channels are padded to its reduction width."""
 
     @tvm.transform.module_pass(opt_level=0, name="graphopt.QDQToInteger")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewritten, count = _IntegerRewriter(mod).rewrite()
+        tgt = target if target is not None else tvm.target.Target.current(allow_none=True)
+        rewritten, count = _IntegerRewriter(mod, dot_product(tgt) if tgt is not None else None).rewrite()
         return relax.transform.DeadCodeElimination()(rewritten) if count else mod
 
     return _pass
