@@ -42,6 +42,7 @@ from graphopt.backends.tvm.tuning import (  # noqa: E402
 
 TRIALS = 4
 FAST = {"num_trials_per_iter": TRIALS, "seed": 0}
+SEEDS = 1  # the one kernel's default schedule, measured and recorded before the trials
 
 
 class Tiny(torch.nn.Module):
@@ -89,7 +90,7 @@ def copy(tuned, tmp_path):
 
 def test_tuning_writes_records_metadata_and_progress(tuned):
     mod, _, _, work_dir, events = tuned
-    assert len(records(work_dir)) == TRIALS
+    assert len(records(work_dir)) == TRIALS + SEEDS
     meta = json.loads((work_dir / METADATA_FILE).read_text())
     assert meta["version"] == 1 and meta["tvm"] == tvm.__version__
     assert meta["target"] == target_fingerprint("x86")
@@ -101,35 +102,34 @@ def test_tuning_writes_records_metadata_and_progress(tuned):
 
 
 def test_spent_budget_tunes_nothing(tuned, copy, capsys):
-    tune(tuned[0], "x86", copy, TRIALS, **FAST)  # default progress: prints
-    assert len(records(copy)) == TRIALS
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1  # the resumed state, then no batch
-    assert lines[0].startswith("[tune 1/1] fused_matmul")
-    assert f"{TRIALS} trials" in lines[0] and f"({TRIALS}/{TRIALS} total)" in lines[0]
+    tune(tuned[0], "x86", copy, TRIALS, **FAST)  # default progress: prints on stderr
+    assert len(records(copy)) == TRIALS + SEEDS
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert not out and len(lines) == 1  # the resumed state, then no batch
+    assert lines[0].startswith("[tune 1/1 ") and "[fused_matmul" in lines[0]
+    assert f"{TRIALS} trials" in lines[0] and f"({TRIALS}/{TRIALS} trials)" in lines[0]
 
 
 def test_bigger_budget_spends_only_the_difference(tuned, copy):
     events = []
     tune(tuned[0], "x86", copy, 2 * TRIALS, progress=events.append, **FAST)
-    assert len(records(copy)) == 2 * TRIALS
+    assert len(records(copy)) == 2 * TRIALS + SEEDS
     assert [e.trials for e in events] == [TRIALS, 2 * TRIALS]  # resumed at TRIALS
 
 
 def test_max_trials_per_task_caps_a_task(tuned, copy):
     tune(tuned[0], "x86", copy, 10 * TRIALS, max_trials_per_task=TRIALS, **FAST)
-    assert len(records(copy)) == TRIALS  # the only task already has its TRIALS
+    assert len(records(copy)) == TRIALS + SEEDS  # the only task already has its TRIALS
 
 
 def test_tuned_build_matches_untuned_numerics(tuned):
     mod, x, expected, work_dir, _ = tuned
-    database = load_database(work_dir, "x86")
-    assert database is not None and len(database) == TRIALS
+    database = load_database(work_dir, "x86")  # a record only if one beat the default schedule
+    assert database is not None and len(database) <= 1
     kernels = apply_database(legalize(mod, "x86"), "x86", database)
-    assert any(
-        isinstance(f, tvm.tirx.PrimFunc) and f.attrs.get("tirx.is_scheduled", False)
-        for _, f in kernels.functions_items()
-    )
+    scheduled = [f for _, f in kernels.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert sum(f.attrs.get("tirx.is_scheduled", False) for f in scheduled) == len(database)
     tuned_out, untuned_out = run(build(mod, "x86", database), x), run(build(mod, "x86"), x)
     np.testing.assert_allclose(tuned_out, untuned_out, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(tuned_out, expected, rtol=1e-5, atol=1e-5)
@@ -140,8 +140,7 @@ def test_truncated_last_line_is_dropped_with_a_warning(tuned, copy):
     whole = path.read_text()
     path.write_text(whole + whole.splitlines()[0][:150])  # a record cut mid-write
     with pytest.warns(TuningDatabaseWarning, match="dropping its last line"):
-        database = load_database(copy, "x86")
-    assert len(database) == TRIALS
+        assert load_database(copy, "x86") is not None
     assert path.read_text() == whole  # repaired: TVM can append after it
     tune(tuned[0], "x86", copy, TRIALS, **FAST)  # and tuning opens it again
 
@@ -170,7 +169,7 @@ def test_database_of_another_target_is_refused(tuned, copy):
         load_database(copy, arm)
     with pytest.raises(TuningDatabaseError, match="another target"):
         tune(tuned[0], {"kind": "llvm", "num-cores": 1}, copy, TRIALS, **FAST)
-    assert len(records(copy)) == TRIALS
+    assert len(records(copy)) == TRIALS + SEEDS
 
 
 def test_records_without_metadata_are_refused(copy):
@@ -229,19 +228,19 @@ def test_sigkill_loses_no_finished_record(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", script, str(work_dir)], cwd=root)
     try:
         deadline = time.monotonic() + 600
-        while not ((work_dir / RECORD_FILE).exists() and len(records(work_dir)) >= per_iter):
+        while not ((work_dir / RECORD_FILE).exists() and len(records(work_dir)) >= SEEDS + per_iter):
             assert child.poll() is None, "the tuning run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.2)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
-    kept = len(records(work_dir))
+    kept = len(records(work_dir)) - SEEDS
     assert per_iter <= kept < TRIALS
     events = []
     tune(mod, "x86", work_dir, TRIALS, progress=events.append, num_trials_per_iter=per_iter)
     assert events[0].trials == kept  # resumed from the killed run's records
-    assert len(records(work_dir)) == TRIALS
+    assert len(records(work_dir)) == TRIALS + SEEDS
     np.testing.assert_allclose(run(build(mod, "x86", load_database(work_dir, "x86")), x), expected, atol=1e-5)
 
 
@@ -259,6 +258,6 @@ def test_tuning_through_an_rpc_tracker(tmp_path):
         server.terminate()
         tracker.terminate()
     entries = [json.loads(line) for line in records(tmp_path)]
-    assert len(entries) == TRIALS
+    assert len(entries) == TRIALS + SEEDS
     run_secs = [sum(e[1][1]) / len(e[1][1]) for e in entries]
     assert min(run_secs) < 1.0  # measured remotely (failures are recorded as 1e10 s)

@@ -8,11 +8,26 @@ A tuning work dir (named by the user) holds:
   SIGKILL) loses at most the batch in flight (``num_trials_per_iter``).
 - ``graphopt_tuning.json``: metadata: graphopt db format version, target
   fingerprint and JSON, TVM version.
-- ``logs/``: MetaSchedule's per-task logs. ``.lock``: held while tuning.
+- ``graphopt_seeds.json``: which records are the default schedules'
+  (``tuning_seed``), with their measured times.
+- ``logs/``: MetaSchedule's per-task logs (its INFO log; on the console only
+  with ``verbose``). ``.lock``: held while tuning.
+
+Seeding: before MetaSchedule searches a kernel, the kernel's default
+schedule (graphopt's rule, what an untuned build runs) is measured and
+committed as a record, so the search starts from it and has to beat it.
+``load_database`` and ``tune`` return what a build applies: per kernel the
+fastest record, only where it beats the default schedule
+(``tuning_seed.winners``); a tuned build is never slower, kernel by kernel
+as measured, than the untuned one.
+
+Budget: ``trials`` (a trial count) and/or ``budget_minutes`` (wall time,
+checked between measurement batches; the batch in flight finishes and is
+kept). Seeds are not trials.
 
 Resuming: ``trials`` is the budget for the model's tasks in this work dir,
 not for one call. Every record of one of the model's tasks (failed
-measurements included) counts as one trial spent; a call spends only
+measurements included, seeds not) counts as one trial spent; a call spends only
 ``trials - spent`` more, and with ``max_trials_per_task`` a task gets at
 most ``max_trials_per_task - its records`` more. Tuning again seeds the
 search with the best records already there. A call whose budget is already
@@ -34,9 +49,11 @@ import json
 import logging
 import os
 import stat
+import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +66,7 @@ from tvm.target import Target
 
 from graphopt.errors import GraphoptError
 
-from .schedule import legalize
+from .kernel_nodes import describe_nodes, legalize_with_nodes
 from .targets import (
     TargetSpec,
     host_cores,
@@ -58,6 +75,7 @@ from .targets import (
     target_is_cross,
 )
 from .task_scheduler import CommitEachBatch
+from .tuning_seed import Seed, mean_ms, read_seeds, seed_database, winners, workload_key
 
 __all__ = [
     "RPCConfig",
@@ -112,15 +130,32 @@ class TaskProgress:
     trials: int  # this task's trials in the work dir, earlier runs included
     best_ms: float | None  # best measured latency of this task's kernel
     total_trials: int  # all tasks
-    total_budget: int
+    total_budget: int | None  # None: bounded by budget_minutes only
+    nodes: tuple[str, ...] = ()  # the graph values (Relax bindings) this kernel computes
+    weight: int = 1  # calls of this kernel in the model
+    rule_ms: float | None = None  # the default schedule's measured latency
+    elapsed_s: float = 0.0  # since this tuning call began
+    eta_s: float | None = None  # until its budget (trials or minutes) is spent
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def print_progress(p: TaskProgress) -> None:
-    """The default progress reporter: one line per batch."""
+    """The default progress reporter: one line per batch, on stderr."""
     best = "-" if p.best_ms is None else f"{p.best_ms:.4g} ms"
+    rule = "" if p.rule_ms is None else f" (default {p.rule_ms:.4g} ms)"
+    where = describe_nodes(p.nodes) if p.nodes else p.name
+    calls = f" x{p.weight}" if p.weight > 1 else ""
+    budget = "" if p.total_budget is None else f"/{p.total_budget}"
     print(
-        f"[tune {p.index}/{p.num_tasks}] {p.name}: {p.trials} trials, best {best} "
-        f"({p.total_trials}/{p.total_budget} total)",
+        f"[tune {p.index}/{p.num_tasks} {_clock(p.elapsed_s)} elapsed, ETA {_clock(p.eta_s)}] "
+        f"{where}{calls} [{p.name}]: {p.trials} trials, best {best}{rule} ({p.total_trials}{budget} trials)",
+        file=sys.stderr,
         flush=True,
     )
 
@@ -282,7 +317,11 @@ def _locked(work_dir: Path, exclusive: bool) -> Iterator[None]:
 
 
 def load_database(work_dir: str | os.PathLike, target: TargetSpec) -> ms.Database | None:
-    """The tuning database in ``work_dir`` for ``target``; None if it has no records."""
+    """What a build applies from the tuning database in ``work_dir`` for ``target``.
+
+    Per kernel the fastest record, only where it beats the default schedule
+    (``tuning_seed.winners``); None if the work dir has no records at all.
+    """
     work_dir, target = Path(work_dir), _tuning_target(target)
     if not work_dir.is_dir():
         return None
@@ -290,7 +329,8 @@ def load_database(work_dir: str | os.PathLike, target: TargetSpec) -> ms.Databas
         if not _check_metadata(work_dir, target):
             return None
         database = _open_database(work_dir)
-    return database if len(database) else None
+        seeds = read_seeds(work_dir)
+    return winners(database, seeds) if len(database) else None
 
 
 # --- tuning -------------------------------------------------------------------
@@ -299,8 +339,10 @@ def load_database(work_dir: str | os.PathLike, target: TargetSpec) -> ms.Databas
 @dataclass
 class _Task:
     extracted: ms.ExtractedTask
-    trials: int = 0  # records in the database, then + measured by this run
+    nodes: tuple[str, ...] = ()
+    trials: int = 0  # records in the database (seeds not), then + measured by this run
     best_ms: float | None = None
+    rule_ms: float | None = None
 
     @property
     def name(self) -> str:
@@ -311,32 +353,50 @@ class _Task:
         return self.extracted.dispatched[0]  # what MetaSchedule records as the workload
 
 
-def _mean_ms(run_secs) -> float | None:
-    secs = [float(s) for s in run_secs]
-    mean = sum(secs) / len(secs) if secs else 1e10
-    return None if mean >= 1e9 else mean * 1e3  # failures are recorded as 1e10 s
+_mean_ms = mean_ms
 
 
-def _count_done(database: ms.Database, tasks: list[_Task]) -> None:
-    """Fill each task's trials and best latency from the records already in the database."""
+def _count_done(database: ms.Database, tasks: list[_Task], seeds: dict[str, Seed]) -> None:
+    """Fill each task's trials (seeds not counted) and best latencies from the records in the database."""
     records = database.get_all_tuning_records()
     for task in tasks:
+        key = workload_key(task.mod)
+        rule = [s.ms for s in seeds.values() if s.workload == key]
+        task.rule_ms = min(rule, default=None)
         if not database.has_workload(task.mod):
             continue
         workload = database.commit_workload(task.mod)  # the stored one
         mine = [r for r in records if r.workload.same_as(workload)]
-        task.trials = len(mine)
+        task.trials = max(0, len(mine) - len(rule))
         times = [t for t in (_mean_ms(r.run_secs) for r in mine) if t is not None]
         task.best_ms = min(times, default=None)
+
+
+@dataclass
+class _Clock:
+    """Wall time of one tuning call: its start, the trials it began with, its deadline."""
+
+    start: float
+    trials_at_start: int
+    budget: int | None
+    deadline: float | None
+
+    def eta(self, total_trials: int) -> float | None:
+        now = time.monotonic()
+        etas = [] if self.deadline is None else [max(0.0, self.deadline - now)]
+        done = total_trials - self.trials_at_start
+        if self.budget is not None and done > 0:
+            etas.append((now - self.start) / done * max(0, self.budget - total_trials))
+        return min(etas, default=None)
 
 
 @derived_object
 class _Progress(PyMeasureCallback):
     """Counts trials per task and reports after each batch."""
 
-    def __init__(self, tasks: list[_Task], group: list[int], report, budget: int):
+    def __init__(self, tasks: list[_Task], group: list[int], report, clock: _Clock):
         super().__init__()
-        self.tasks, self.group, self.report, self.budget = tasks, group, report, budget
+        self.tasks, self.group, self.report, self.clock = tasks, group, report, clock
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
         index = self.group[task_id]
@@ -348,19 +408,25 @@ class _Progress(PyMeasureCallback):
                 if latency is not None and (task.best_ms is None or latency < task.best_ms):
                     task.best_ms = latency
         if self.report is not None:
-            self.report(_progress(self.tasks, index, self.budget))
+            self.report(_progress(self.tasks, index, self.clock))
 
 
-def _progress(tasks: list[_Task], index: int, budget: int) -> TaskProgress:
+def _progress(tasks: list[_Task], index: int, clock: _Clock) -> TaskProgress:
     task = tasks[index]
+    total = sum(t.trials for t in tasks)
     return TaskProgress(
         index=index + 1,
         num_tasks=len(tasks),
         name=task.name,
         trials=task.trials,
         best_ms=task.best_ms,
-        total_trials=sum(t.trials for t in tasks),
-        total_budget=budget,
+        total_trials=total,
+        total_budget=clock.budget,
+        nodes=task.nodes,
+        weight=int(task.extracted.weight),
+        rule_ms=task.rule_ms,
+        elapsed_s=time.monotonic() - clock.start,
+        eta_s=clock.eta(total),
     )
 
 
@@ -470,8 +536,11 @@ def _runner(runner: str | RPCConfig, timeout_sec: float) -> ms.runner.Runner:
 
 
 def _extract_tasks(mod: IRModule, target: Target) -> list[_Task]:
-    extracted = ms.relax_integration.extract_tasks(legalize(mod, target), target)
-    return [_Task(t) for t in extracted if not t.mod.attrs.get("tirx.is_scheduled", False)]
+    legal, nodes = legalize_with_nodes(mod, target)
+    extracted = ms.relax_integration.extract_tasks(legal, target)
+    return [
+        _Task(t, nodes.get(str(t.task_name), ())) for t in extracted if not t.mod.attrs.get("tirx.is_scheduled", False)
+    ]
 
 
 def _tune_contexts(tasks: list[_Task], work_dir: Path, seed, verbose) -> list[ms.TuneContext]:
@@ -482,15 +551,21 @@ def _tune_contexts(tasks: list[_Task], work_dir: Path, seed, verbose) -> list[ms
     for handler in list(ms_logger.handlers):
         if not (handler.get_name() or "").startswith(_MS_LOGGER):
             ms_logger.removeHandler(handler)
-    contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        [t.extracted for t in tasks], str(work_dir), seed=seed
-    )
-    # That also (re)configured MetaSchedule's loggers: files under
-    # work_dir/logs and a console handler, showing warnings only unless verbose.
-    for handler in logging.getLogger(_MS_LOGGER).handlers:
-        if handler.get_name() == f"{_MS_LOGGER}.console":
-            handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    with _ms_console(verbose):
+        contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            [t.extracted for t in tasks], str(work_dir), seed=seed
+        )
     return contexts
+
+
+@contextmanager
+def _ms_console(verbose: bool) -> Iterator[None]:
+    """Around a MetaSchedule call that (re)configures its loggers: files under work_dir/logs get
+    everything; its console handler shows warnings only unless verbose, on stderr (stdout is for results)."""
+    # the console handler takes the logger's level and "ext://sys.stdout" when it is made
+    logging.getLogger(_MS_LOGGER).setLevel(logging.INFO if verbose else logging.WARNING)
+    with redirect_stdout(sys.stderr):
+        yield
 
 
 def _plan(tasks: list[_Task], per_task: int | None, budget: int) -> list[tuple[int, list[int]]]:
@@ -508,12 +583,16 @@ def _plan(tasks: list[_Task], per_task: int | None, budget: int) -> list[tuple[i
     return sorted(caps.items(), reverse=True)
 
 
+UNBOUNDED_TRIALS = 1_000_000  # the trial budget when only budget_minutes bounds a run
+
+
 def tune(
     mod: IRModule,
     target: TargetSpec,
     work_dir: str | os.PathLike,
-    trials: int,
+    trials: int | None = None,
     *,
+    budget_minutes: float | None = None,
     runner: str | RPCConfig = "local",
     progress: Callable[[TaskProgress], None] | None = print_progress,
     max_trials_per_task: int | None = None,
@@ -525,17 +604,26 @@ def tune(
     """Tune the kernels of ``mod`` for ``target``, keeping records in ``work_dir``.
 
     ``trials`` is the total budget for this model in this work dir; records
-    already there count toward it (see the module docstring). Returns the
-    database, ready for ``schedule.build(mod, target, database)``.
+    already there count toward it (see the module docstring).
+    ``budget_minutes`` stops this call on wall time: checked between
+    measurement batches, so it ends within one batch of the deadline, every
+    finished record kept; a later call resumes. Give either or both.
+    Every kernel's default schedule is measured and recorded first (once per
+    work dir), and tuned records are applied only where they beat it.
+    Returns what a build applies (``tuning_seed.winners``), ready for
+    ``schedule.build(mod, target, database)``.
     ``progress`` is called first for each task that already has records,
-    then after every batch of measurements (None: silent).
+    then after every batch of measurements (None: silent; the default
+    prints one line per batch on stderr).
     ``timeout_sec`` bounds one candidate's build and one local measurement
     (a busy machine needs more than MetaSchedule's default 30 s).
     ``verbose`` shows MetaSchedule's own log on the console; it is always
     written to ``work_dir/logs``.
     """
-    if trials < 0 or (max_trials_per_task is not None and max_trials_per_task < 1):
-        raise TuningError("trials must be >= 0 and max_trials_per_task >= 1")
+    start = time.monotonic()
+    _check_budget(trials, budget_minutes, max_trials_per_task)
+    deadline = None if budget_minutes is None else start + 60.0 * budget_minutes
+    budget = UNBOUNDED_TRIALS if trials is None else trials
     target = _tuning_target(target)
     if target.kind.name == "llvm" and not target.attrs.get("num-cores"):
         raise TuningError(
@@ -552,39 +640,60 @@ def tune(
             (work_dir / METADATA_FILE).write_text(json.dumps(_metadata(target), indent=1) + "\n")
         database = _open_database(work_dir)
         tasks = _extract_tasks(mod, target)
-        _count_done(database, tasks)
+        seeds = read_seeds(work_dir)
+        _count_done(database, tasks, seeds)
+        clock = _Clock(start, sum(t.trials for t in tasks), trials, deadline)
         if progress is not None:
             for i, task in enumerate(tasks):
                 if task.trials:
-                    progress(_progress(tasks, i, trials))
-        plan = _plan(tasks, max_trials_per_task, trials)
-        if not plan or sum(t.trials for t in tasks) >= trials:
-            return database
-        contexts = _tune_contexts(tasks, work_dir, seed, verbose)
+                    progress(_progress(tasks, i, clock))
+        plan = _plan(tasks, max_trials_per_task, budget)
+        if not plan or sum(t.trials for t in tasks) >= budget or _past(deadline):
+            return winners(database, seeds)
         builder = _builder(target, timeout_sec)
         measure = _runner(runner, timeout_sec)
+        seeds = seed_database([(t.name, t.mod) for t in tasks], target, database, builder, measure, work_dir)
+        _count_done(database, tasks, seeds)
+        contexts = _tune_contexts(tasks, work_dir, seed, verbose)
         for cap, group in plan:
-            remaining = trials - sum(t.trials for t in tasks)
-            if remaining <= 0:
+            # round robin from the kernel that costs the model most (default latency x calls),
+            # so a short budget goes where it can gain most
+            group = sorted(group, key=lambda i: -(tasks[i].rule_ms or 0.0) * float(tasks[i].extracted.weight))
+            remaining = budget - sum(t.trials for t in tasks)
+            if remaining <= 0 or _past(deadline):
                 break
             # MetaSchedule gives tasks their first round in order: a budget smaller than
             # tasks x rounds would leave the later kernels untuned (naive loops), so
             # shrink the round until every task of the group gets one.
             per_iter = max(1, min(num_trials_per_iter, remaining // len(group)))
-            ms.tune.tune_tasks(
-                tasks=[contexts[i] for i in group],
-                task_weights=[float(tasks[i].extracted.weight) for i in group],
-                work_dir=str(work_dir),
-                max_trials_global=min(remaining, cap * len(group)),
-                max_trials_per_task=min(remaining, cap),
-                num_trials_per_iter=per_iter,
-                task_scheduler=CommitEachBatch(),  # every finished batch is on disk
-                builder=builder,
-                runner=measure,
-                database=database,
-                measure_callbacks=[
-                    *ms.MeasureCallback.create("default"),
-                    _Progress(tasks, group, progress, trials),
-                ],
-            )
-    return database
+            with _ms_console(verbose):
+                ms.tune.tune_tasks(
+                    tasks=[contexts[i] for i in group],
+                    task_weights=[float(tasks[i].extracted.weight) for i in group],
+                    work_dir=str(work_dir),
+                    max_trials_global=min(remaining, cap * len(group)),
+                    max_trials_per_task=min(remaining, cap),
+                    num_trials_per_iter=per_iter,
+                    task_scheduler=CommitEachBatch(deadline),  # every finished batch is on disk
+                    builder=builder,
+                    runner=measure,
+                    database=database,
+                    measure_callbacks=[
+                        *ms.MeasureCallback.create("default"),
+                        _Progress(tasks, group, progress, clock),
+                    ],
+                )
+    return winners(database, seeds)
+
+
+def _check_budget(trials: int | None, budget_minutes: float | None, max_trials_per_task: int | None) -> None:
+    if trials is None and budget_minutes is None:
+        raise TuningError("give a budget: trials=N and/or budget_minutes=M")
+    if (trials is not None and trials < 0) or (max_trials_per_task is not None and max_trials_per_task < 1):
+        raise TuningError("trials must be >= 0 and max_trials_per_task >= 1")
+    if budget_minutes is not None and not budget_minutes > 0:
+        raise TuningError(f"budget_minutes must be > 0, got {budget_minutes}")
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
