@@ -83,35 +83,38 @@ def plot_tradeoff(
     check_output_path(path)
     labels = list(labels) if labels is not None else [Path(r.path).name if r.path else r.name for r in reports]
     panels = _axes(reports)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    markers = "osD^vP*Xph"
+    ncol = 2 * len(panels) + 1  # legend columns under the panels
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.5 + 5 * len(panels), 4.6), squeeze=False)
     for ax, (xk, yk, maximize) in zip(axes[0], panels):
         pts = [(_figure(r, xk), _figure(r, yk)) for r in reports]
         front = pareto_front(pts, maximize_y=maximize)
-        for i, ((x, y), label) in enumerate(zip(pts, labels)):
-            on = i in front
-            ax.scatter(
-                [x], [y], s=60, zorder=3, color="tab:red" if on else "white", edgecolors="tab:red" if on else "grey"
-            )
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8)
         line = sorted(pts[i] for i in front)
-        ax.step(
-            [p[0] for p in line],
-            [p[1] for p in line],
-            where="post",
-            color="tab:red",
-            alpha=0.5,
-            zorder=2,
-            label="Pareto front",
-        )
-        ax.margins(x=0.2, y=0.15)  # room for the labels
+        xs, ys = [p[0] for p in line], [p[1] for p in line]
+        ax.step(xs, ys, where="post", color="black", linestyle="--", linewidth=1, alpha=0.6, zorder=2)
+        for i, (x, y) in enumerate(pts):
+            color, on = colors[i % len(colors)], i in front
+            ax.scatter([x], [y], s=70 if on else 55, zorder=3, marker=markers[i % len(markers)],
+                       color=color if on else "white", edgecolors=color, linewidths=1.5)  # fmt: skip
+        ax.margins(x=0.12, y=0.1)
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.set_xlabel(_LABELS[xk])
         ax.set_ylabel(_LABELS[yk])
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right" if maximize else "upper left", fontsize=8)
-    name = reports[0].name
-    fig.suptitle(f"{name}: {len(reports)} variants (better: left, {'up' if panels[0][2] else 'down'})", fontsize=10)
-    fig.tight_layout()
+    # One key for all panels, under them: a variant's marker is filled where it is on that panel's Pareto front.
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], linestyle="", marker=markers[i % len(markers)], color=colors[i % len(colors)], label=label)
+        for i, label in enumerate(labels)
+    ]
+    handles.append(Line2D([], [], color="black", linestyle="--", label="Pareto front (filled: on it)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(ncol, len(handles)), fontsize=8, frameon=False)
+    better = "up" if panels[0][2] else "down"
+    fig.suptitle(f"{labels[0]} and {len(reports) - 1} variant(s): better is left and {better}", fontsize=10)
+    rows = -(-len(handles) // min(ncol, len(handles)))
+    fig.tight_layout(rect=(0, 0.045 * rows + 0.02, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
