@@ -72,7 +72,7 @@ class ModelReport:
     macs: int
     weight_bytes: int
     disk_param_bytes: int | None
-    sparsity: float  # over the layers' largest parameters
+    sparsity: float  # of the layers' largest parameters together (their weights)
     dtypes: dict[str, dict[str, int]]  # parameter dtype -> {"params", "bytes"}
     layers: list[LayerReport]
     other: dict[str, int]  # params and weight bytes outside the layers
@@ -111,7 +111,7 @@ def model_report(
             layers.append(row)
     counts = {name: count_param(name, p) for name, p in graph.params.items()}
     rest = [counts[n] for n in graph.params if n not in claimed]
-    weights = [(r.params, r.sparsity) for r in layers if r.weight_dtype is not None]
+    weights = [(_largest(graph, r), r.sparsity) for r in layers if r.weight_dtype is not None]
     sparse = sum(n * s for n, s in weights) / max(sum(n for n, _ in weights), 1)
     by_dtype: dict[str, dict[str, int]] = {}
     for pc in counts.values():
@@ -171,6 +171,12 @@ def _layer(graph: Graph, node, c, claimed: set[str], disk: dict[str, int] | None
         encoding=None if main is None else main.encoding,
         unknown_macs=c.unknown,
     )
+
+
+def _largest(graph: Graph, row: LayerReport) -> int:
+    """Elements of the largest parameter of a layer (the one its dtype, bits and sparsity describe)."""
+    names = [v for n in row.nodes for v in graph.node(n).inputs if graph.is_param(v)]
+    return max((graph.param(v).data.size for v in names), default=0)
 
 
 def _sparsity(graph: Graph, name: str) -> float:
