@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 import warnings
 from collections import Counter
 from contextlib import contextmanager
@@ -31,6 +32,17 @@ from graphopt.passes import PassContext, Pipeline, default_instruments
 from graphopt.passes.base import sqnr_db
 
 COUNTS: Counter = Counter()  # summed over the session; printed by conftest's terminal summary
+SECONDS: Counter = Counter()  # CPU seconds of this process per stage (load-independent; printed beside COUNTS)
+
+
+@contextmanager
+def timed(stage: str):
+    start = time.process_time()
+    try:
+        yield
+    finally:
+        SECONDS[stage] += time.process_time() - start
+
 
 # One weight-compression pass per plan, each with options a fuzzed model can take.
 COMPRESSION = (
@@ -131,10 +143,15 @@ def onnx_import(model: torch.nn.Module, x: torch.Tensor) -> graphopt.Graph:
     return graphopt.load_onnx(onnx.load_from_string(buf.getvalue()))
 
 
-def run_pipeline(graph: graphopt.Graph, x: np.ndarray, pipeline: str) -> graphopt.Graph:
-    """`pipeline` under the default instruments (numerical verifier on `x`); the input graph is untouched."""
+def run_pipeline(graph: graphopt.Graph, x: np.ndarray, pipeline: str, calibrate_on_x: bool = True) -> graphopt.Graph:
+    """`pipeline` under the default instruments (numerical verifier on `x`); the input graph is untouched.
+
+    Calibration data is `x` too, as a user calibrates on the data the model will see: quantize's bound
+    assumes it (on other data its ranges clip; finding 8 in /work/notes/fuzz_bugs.md). Without
+    `calibrate_on_x`, calibrating passes draw seeded random inputs.
+    """
     text = str(graph)
-    ctx = PassContext(instruments=default_instruments(), inputs=[[x]])
+    ctx = PassContext(instruments=default_instruments(), inputs=[[x]], calibration=[[x]] if calibrate_on_x else None)
     out = Pipeline.parse(pipeline).run(graph, ctx)
     assert str(graph) == text, "the pipeline changed its input graph"
     out.graph.verify()
@@ -172,39 +189,45 @@ def check_emitters(graph: graphopt.Graph, x: np.ndarray, exact: bool) -> None:
 
 def check_model(arch: Arch, plan: Plan) -> graphopt.Graph:
     """Every check on one model; returns the traced graph after the default pipeline."""
-    model, x = build(arch)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    COUNTS["models generated"] += 1
-    with torch.no_grad():
-        reference = [model(x).numpy()]
-    x_np = x.numpy()
+    with timed("build module"):
+        model, x = build(arch)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        COUNTS["models generated"] += 1
+        with torch.no_grad():
+            reference = [model(x).numpy()]
+        x_np = x.numpy()
 
-    traced = graphopt.trace(model, (x,))
-    traced.verify()
-    assert_close(traced.run([x_np]), reference, atol=1e-5, what="traced graph vs module")
-    COUNTS["traced"] += 1
-    exact = run_pipeline(traced, x_np, DEFAULT_PIPELINE)
-    assert_close(exact.run([x_np]), reference, atol=1e-5, what="default pipeline vs module")
-    with refusals_allowed():
+    with timed("trace"):
+        traced = graphopt.trace(model, (x,))
+        traced.verify()
+        assert_close(traced.run([x_np]), reference, atol=1e-5, what="traced graph vs module")
+        COUNTS["traced"] += 1
+    with timed("default pipeline"):
+        exact = run_pipeline(traced, x_np, DEFAULT_PIPELINE)
+        assert_close(exact.run([x_np]), reference, atol=1e-5, what="default pipeline vs module")
+    with timed("emitters (exact)"), refusals_allowed():
         check_emitters(exact, x_np, exact=True)
 
     if plan.onnx_import:
-        imported = onnx_import(model, x)
-        imported.verify()
-        assert_close(imported.run([x_np]), reference, atol=1e-5, what="ONNX-imported graph vs module")
-        COUNTS["ONNX imports"] += 1
-        exact_onnx = run_pipeline(imported, x_np, DEFAULT_PIPELINE)
-        assert_close(exact_onnx.run([x_np]), reference, atol=1e-5, what="ONNX import + default pipeline vs module")
+        with timed("ONNX export + import"):
+            imported = onnx_import(model, x)
+            imported.verify()
+            assert_close(imported.run([x_np]), reference, atol=1e-5, what="ONNX-imported graph vs module")
+            COUNTS["ONNX imports"] += 1
+            exact_onnx = run_pipeline(imported, x_np, DEFAULT_PIPELINE)
+            assert_close(exact_onnx.run([x_np]), reference, atol=1e-5, what="ONNX import + default pipeline vs module")
 
     lossy = plan.pipeline()[len(DEFAULT_PIPELINE) + 1 :]
     if lossy:
         with refusals_allowed(), narrow_layer_norm_allowed(exact, plan):
-            compressed = run_pipeline(exact, x_np, lossy)
+            with timed("lossy passes"):
+                compressed = run_pipeline(exact, x_np, lossy)
             exact_arith = not plan.quantize and plan.compression not in (
                 *HALF,
                 "quantize-weights{bits=8 scales=per-channel}",
             )
-            check_emitters(compressed, x_np, exact=exact_arith)
+            with timed("emitters (lossy)"):
+                check_emitters(compressed, x_np, exact=exact_arith)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), f"the model's '{k}' changed"
     return exact
