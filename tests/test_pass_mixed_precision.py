@@ -139,3 +139,12 @@ def test_options():
     p = Pipeline.parse("mixed-precision{budget-accuracy=0.97 candidates=[int4,fp16] group=64}")
     assert Pipeline.parse(str(p)) == p
     assert MixedPrecision().budget == "output SQNR >= 30 dB"  # the default budget
+
+
+def test_skip_keeps_a_layer_out_of_the_plan_and_unknown_names_are_refused():
+    graph = _import("fx", mlp(), (torch.from_numpy(X),))
+    out, _ = run(graph, "mixed-precision{budget-sqnr=1 skip=[linear_1]}")
+    assert [r["node"] for r in out.records[0].stats["plan"]] == ["linear", "linear_2"]
+    assert out.graph.param("2.weight").data.dtype == np.float32  # linear_1's weight stays float
+    with pytest.raises(PassError, match=r"mixed-precision: skip names \['nope'\], which are not nodes"):
+        run(graph, "mixed-precision{skip=[nope]}")

@@ -193,6 +193,9 @@ class MixedPrecision(Pass):
         return QuantizeWeights(bits=8, scales="per-channel", skip=self.skip)
 
     def _layers(self, graph: Graph) -> list[_Layer]:
+        missing = [s for s in self.skip if not graph.has_node(s)]
+        if missing:
+            raise PassError(f"{self.name}: skip names {missing}, which are not nodes of graph '{graph.name}'")
         targets, _ = self._quantizer("int8").targets(graph)
         layers = []
         for t in targets:
