@@ -43,8 +43,9 @@ def import_model(
 ) -> Graph:
     """A Graph from an nn.Module (traced on `example_inputs`), an ONNX file or proto, or a Graph.
 
-    input_shapes ({"x": ("N", 3, 224, 224)}) / dynamic_batch: an ONNX model's input shapes, static or
-    with a symbolic batch (`graphopt.shapes`); for an nn.Module they must match the example inputs.
+    input_shapes ({"x": ("N", 3, 224, 224)}) / dynamic_batch: input shapes, static or with a symbolic
+    batch (`graphopt.shapes`); for an nn.Module static dims must match the example inputs, and a
+    symbol is traced by torch.export as a Dim.
     """
     shaped = bool(input_shapes) or dynamic_batch
     if isinstance(model, Graph):
@@ -61,28 +62,10 @@ def import_model(
         from graphopt.frontends.fx import trace
 
         examples = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
-        if shaped:
-            _check_module_shapes(model, examples, input_shapes, dynamic_batch)
-        return trace(model, examples)
+        return trace(model, examples, input_shapes=input_shapes, dynamic_batch=dynamic_batch)
     raise GraphoptError(
         f"cannot import a {type(model).__name__}: pass an nn.Module, an ONNX path or ModelProto, or a graphopt Graph"
     )
-
-
-def _check_module_shapes(model, examples, input_shapes, dynamic_batch) -> None:
-    """Static shapes must match the examples; a symbolic dim needs the ONNX route for now."""
-    import inspect
-
-    from graphopt.shapes import torch_dynamic_shapes
-
-    params = [p for p in inspect.signature(model.forward).parameters.values() if p.kind == p.POSITIONAL_OR_KEYWORD]
-    names = [p.name for p in params][: len(examples)]
-    shapes = [tuple(x.shape) for x in examples]
-    if torch_dynamic_shapes(names, shapes, input_shapes, dynamic_batch) is not None:
-        raise GraphoptError(
-            f"a symbolic batch for {type(model).__name__}: export it with torch.onnx.export(model, (x,), path, "
-            f"dynamic_shapes=...) and pass the ONNX file (torch.export tracing here is static)"
-        )
 
 
 def run_pipeline_on(

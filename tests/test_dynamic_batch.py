@@ -112,8 +112,12 @@ def test_dynamic_batch_builds_for_arm(dynamic_onnx, tmp_path):
     assert load_compiled(tmp_path / "cnn.tar").inputs[0].shape == ("batch", 3, 16, 16)
 
 
-def test_a_module_with_a_symbolic_batch_points_to_the_onnx_route():
-    with pytest.raises(GraphoptError, match="torch.onnx.export"):
-        import_model(SmallCNN().eval(), (torch.randn(2, 3, 16, 16),), dynamic_batch=True)
+def test_a_module_traced_with_a_symbolic_batch_keeps_it_through_the_default_pipeline():
+    model = SmallCNN().eval()
+    compiled = graphopt.optimize(model, (torch.randn(2, 3, 16, 16),), target="x86", dynamic_batch=True)
+    assert compiled.inputs[0].shape == ("N", 3, 16, 16)
+    for batch in (1, 3, 8):
+        x = torch.randn(batch, 3, 16, 16)
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
     with pytest.raises(GraphoptError, match="input .x. has size 16 on axis 2"):
-        import_model(SmallCNN().eval(), (torch.randn(2, 3, 16, 16),), input_shapes={"x": (2, 3, 8, 8)})
+        import_model(model, (torch.randn(2, 3, 16, 16),), input_shapes={"x": (2, 3, 8, 8)})

@@ -1,6 +1,7 @@
 """torch frontend: `trace(model, example_inputs)` → Graph, through `torch.export`.
 
-The model is exported in eval mode with static shapes; the caller's model is not
+The model is exported in eval mode, with static shapes unless `input_shapes`/`dynamic_batch`
+name a symbol (a `torch.export.Dim`, kept in the graph); the caller's model is not
 changed (its `training` flags are restored, its tensors are only read). ATen ops
 of the exported program map onto canonical ops by the rule table in
 `graphopt.frontends.fx_ops`; anything else becomes an opaque node that keeps its
@@ -42,9 +43,19 @@ from graphopt.ir.types import TensorType, dtype_from_torch
 __all__ = ["trace", "import_exported"]
 
 
-def trace(model: nn.Module, example_inputs: tuple | torch.Tensor, *, name: str | None = None) -> Graph:
-    """Export `model` on `example_inputs` (eval mode, static shapes) and import it as a Graph.
+def trace(
+    model: nn.Module,
+    example_inputs: tuple | torch.Tensor,
+    *,
+    name: str | None = None,
+    input_shapes=None,
+    dynamic_batch: bool = False,
+) -> Graph:
+    """Export `model` on `example_inputs` (eval mode) and import it as a Graph.
 
+    Shapes are the examples' unless `input_shapes` ({"x": ("N", 3, 224, 224)}, by forward's argument
+    names) or `dynamic_batch` make a dim symbolic: torch.export then traces it as a `Dim` and the graph
+    keeps the symbol (`graphopt.shapes`; an example batch of at least 2 keeps torch from specializing it).
     A model left in training mode is traced in eval mode with a UserWarning saying so; the
     model's `training` flags are restored. Raises FrontendError naming the model class when
     torch.export cannot trace it.
@@ -52,8 +63,37 @@ def trace(model: nn.Module, example_inputs: tuple | torch.Tensor, *, name: str |
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     _warn_if_training(model)
-    ep = _export(model, tuple(example_inputs))
-    return import_exported(ep, name=name or type(model).__name__)
+    dynamic = None
+    if input_shapes or dynamic_batch:
+        from graphopt.shapes import torch_dynamic_shapes
+
+        names = _argument_names(model, len(example_inputs))
+        dynamic = torch_dynamic_shapes(names, [tuple(x.shape) for x in example_inputs], input_shapes, dynamic_batch)
+    ep = _export(model, tuple(example_inputs), dynamic)
+    return import_exported(ep, name=name or type(model).__name__, symbols=_symbol_names(ep, dynamic))
+
+
+def _argument_names(model: nn.Module, count: int) -> list[str]:
+    import inspect
+
+    params = [p.name for p in inspect.signature(model.forward).parameters.values() if p.kind == p.POSITIONAL_OR_KEYWORD]
+    return (params + [f"input{i}" for i in range(len(params), count)])[:count]
+
+
+def _symbol_names(ep: ExportedProgram, dynamic) -> dict[str, str]:
+    """torch's symbol for each dynamic input axis -> the Dim's name."""
+    if not dynamic:
+        return {}
+    users = [s for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    names = {}
+    for spec, axes in zip(users, dynamic):
+        val = placeholders[spec.arg.name].meta.get("val")
+        for axis, dim in (axes or {}).items():
+            size = val.shape[axis] if isinstance(val, torch.Tensor) else None
+            if isinstance(size, torch.SymInt) and size.node.expr.is_Symbol:
+                names[str(size.node.expr)] = dim.__name__
+    return names
 
 
 def _warn_if_training(model: nn.Module) -> None:
@@ -68,13 +108,13 @@ def _warn_if_training(model: nn.Module) -> None:
         )
 
 
-def _export(model: nn.Module, example_inputs: tuple) -> ExportedProgram:
+def _export(model: nn.Module, example_inputs: tuple, dynamic_shapes=None) -> ExportedProgram:
     flags = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            return torch.export.export(model, example_inputs)
+            return torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
     except Exception as e:  # export raises many types; the first line says what went wrong
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         first = lines[0] if lines else type(e).__name__
@@ -84,8 +124,8 @@ def _export(model: nn.Module, example_inputs: tuple) -> ExportedProgram:
             m.training = training
 
 
-def import_exported(ep: ExportedProgram, *, name: str = "graph") -> Graph:
-    """Import an already exported program (see `trace`)."""
+def import_exported(ep: ExportedProgram, *, name: str = "graph", symbols: dict[str, str] | None = None) -> Graph:
+    """Import an already exported program (see `trace`); `symbols` renames torch's size symbols."""
     order = {n: i for i, n in enumerate(ep.graph.nodes)}
     if not all(_mutation_is_local(n, order) for n in ep.graph.nodes):
         with warnings.catch_warnings():
@@ -93,7 +133,7 @@ def import_exported(ep: ExportedProgram, *, name: str = "graph") -> Graph:
             ep = ep.run_decompositions({})
     graph = Graph(name)
     graph.metadata["source"] = "fx"
-    _Importer(ep, graph).run()
+    _Importer(ep, graph, symbols).run()
     return graph
 
 
@@ -169,10 +209,21 @@ def _used_outputs(node: FxNode) -> set[int]:
     return {u.args[1] for u in node.users if u.target is operator.getitem and u.users}
 
 
-def _tensor_type(val) -> TensorType | None:
-    if isinstance(val, torch.Tensor):
-        return TensorType(tuple(int(d) for d in val.shape), dtype_from_torch(val.dtype))
-    return None
+def _tensor_type(val, symbols: dict[str, str] | None = None) -> TensorType | None:
+    """The IR type of a fake tensor; a symbolic size is named by `symbols` (torch's s0 -> the user's N),
+    and a size that is an expression of symbols (s0*64) makes the type unknown."""
+    if not isinstance(val, torch.Tensor):
+        return None
+    dims = []
+    for d in val.shape:
+        if isinstance(d, torch.SymInt):
+            expr = d.node.expr
+            if not expr.is_Symbol:
+                return None
+            dims.append((symbols or {}).get(str(expr), str(expr)))
+        else:
+            dims.append(int(d))
+    return TensorType(tuple(dims), dtype_from_torch(val.dtype))
 
 
 def _numpy(t: torch.Tensor, what: str) -> np.ndarray:
@@ -184,8 +235,9 @@ def _numpy(t: torch.Tensor, what: str) -> np.ndarray:
 class _Importer:
     """Walks the exported fx graph once, filling `graph`; fx_ops rules call back into it."""
 
-    def __init__(self, ep: ExportedProgram, graph: Graph):
+    def __init__(self, ep: ExportedProgram, graph: Graph, symbols: dict[str, str] | None = None):
         self.ep, self.graph = ep, graph
+        self.symbols = symbols or {}  # torch's symbol names (s0) -> the names the user gave (N)
         self.env: dict[FxNode, Any] = {}  # fx node -> value name, or list for multi-output
         self.node: FxNode | None = None  # the fx node being converted
 
@@ -207,7 +259,7 @@ class _Importer:
     def _placeholder(self, node: FxNode, spec) -> str | None:
         g, target = self.graph, spec.target
         if spec.kind == InputKind.USER_INPUT:
-            t = _tensor_type(node.meta.get("val"))
+            t = _tensor_type(node.meta.get("val"), self.symbols)
             return g.add_input(g.unique_name(node.name), t) if t is not None else None
         if spec.kind == InputKind.PARAMETER:
             data, trainable = self.ep.state_dict[target], True
@@ -277,7 +329,7 @@ class _Importer:
         vals = list(val) if isinstance(val, (list, tuple)) else [val]
         results = result if isinstance(result, list) else [result]
         for r, v in zip(results, vals):
-            want = _tensor_type(v)
+            want = _tensor_type(v, self.symbols)
             if r is None or want is None:
                 continue
             got = self.graph.type_of(r)
@@ -307,7 +359,7 @@ class _Importer:
         args, kwargs = template(tuple(node.args)), {k: template(v) for k, v in node.kwargs.items()}
         val = node.meta.get("val")
         vals = list(val) if isinstance(val, (list, tuple)) else [val]
-        types = [_tensor_type(v) for v in vals]
+        types = [_tensor_type(v, self.symbols) for v in vals]
         if any(t is None for t in types):
             raise FrontendError(
                 f"node '{node.name}': unmapped op {node.target} has non-tensor "
@@ -340,7 +392,7 @@ class _Importer:
         return self.graph.type_of(self.v(x))
 
     def out_type(self) -> TensorType:
-        return _tensor_type(self.node.meta["val"])
+        return _tensor_type(self.node.meta["val"], self.symbols)
 
     def emit(self, op: str, inputs: list[str], *, suffix: str = "", **attrs):
         """Add a canonical node for the current fx node; its name is the fx node's plus `suffix`."""
@@ -349,7 +401,7 @@ class _Importer:
 
     def scalar(self, value, role: str) -> str:
         """A python number as a 0-d frozen parameter of the current node's output dtype."""
-        dtype = _tensor_type(self.node.meta["val"]).dtype
+        dtype = _tensor_type(self.node.meta["val"], self.symbols).dtype
         return self.graph.add_param(f"{self.node.name}_{role}", np.asarray(value, dtype=dtype), trainable=False)
 
     def operand(self, x, role: str) -> str:
