@@ -4,7 +4,8 @@
 
 1. ``legalize``: graphopt's Relax passes (``relax_passes``), then Relax
    operators -> fused TIR kernels (inference decompositions, library
-   dispatch, LegalizeOps, FuseOps, FuseTIR). Tuning extracts its tasks from
+   dispatch, LegalizeOps (on CPUs float32 erf/GELU as a vectorizable polynomial,
+   ``schedules.fast_math``), FuseOps, FuseTIR). Tuning extracts its tasks from
    this form, so tuned records match the build.
 2. ``apply_database``: kernels with a tuning record get the tuned schedule
    (MetaSchedule's ``MetaScheduleApplyDatabase``; marks them scheduled).
@@ -51,6 +52,7 @@ from graphopt.errors import BackendError
 from .relax_passes import graphopt_relax_passes
 from .schedules import cpu_rules
 from .schedules.conv2d import LAYOUT_REWRITE_PREPROC
+from .schedules.fast_math import cpu_legalize_overrides
 from .targets import TargetSpec, resolve_target, target_is_gpu
 
 __all__ = [
@@ -82,7 +84,7 @@ def legalize(mod: IRModule, target: TargetSpec) -> IRModule:
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         *relax.pipeline.library_dispatch_passes(target),
-        relax.transform.LegalizeOps(),
+        relax.transform.LegalizeOps(cpu_legalize_overrides(target) or None),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
