@@ -19,6 +19,9 @@ from torch import nn
 
 import graphopt
 from graphopt.cli import main
+from graphopt.ir.graph import Graph
+from graphopt.ir.ops import OPAQUE
+from graphopt.ir.types import TensorType
 from graphopt.passes import Pass, PassResult, Pipeline, register_pass
 from graphopt.passes.registry import unregister_pass
 from graphopt.tools.reduce import ReduceError, find_failure, reduce_model
@@ -54,10 +57,25 @@ class TanhToRelu(Pass):
         return PassResult(graph, bool(tanhs), {"rewritten": len(tanhs)})
 
 
+@register_pass
+@dataclass(frozen=True)
+class OpaqueSigmoid(Pass):
+    """Broken on purpose: turns every sigmoid into an ONNX op of a made-up domain, which no backend lowers."""
+
+    name: ClassVar[str] = "test-opaque-sigmoid"
+
+    def run(self, graph, ctx):
+        sigmoids = [n for n in graph.nodes if n.op == "sigmoid"]
+        attrs = {"framework": "onnx", "op_type": "Frobnicate", "domain": "com.example", "onnx_attrs": {}}
+        for n in sigmoids:
+            graph.rewrite_node(n, OPAQUE, n.inputs, attrs)
+        return PassResult(graph, bool(sigmoids), {})
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _unregister():
     yield
-    for p in (CrashOnLinearSigmoid, TanhToRelu):
+    for p in (CrashOnLinearSigmoid, TanhToRelu, OpaqueSigmoid):
         unregister_pass(p.name)
 
 
@@ -170,3 +188,17 @@ def test_cli_pipeline_that_does_not_fail_is_an_error_and_writes_nothing(model_fi
 def test_cli_bad_pipeline_fails_before_loading(tmp_path, capsys):
     rc = main(["--quiet", "reduce", str(tmp_path / "missing.onnx"), "-p", "no-such-pass", "-o", str(tmp_path / "o")])
     assert rc == 1 and "no-such-pass" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_build_crash_for_x86_reduces_to_the_node_that_cannot_be_lowered():
+    pytest.importorskip("tvm")
+    graph = Graph("chain")
+    value = graph.add_input("x", TensorType((2, 8), "float32"))
+    for op in ("relu", "tanh", "sigmoid", "relu", "tanh", "relu"):
+        value = graph.add_node(op, [value]).output
+    graph.set_outputs([value])
+    assert find_failure(graph, Pipeline.parse("test-opaque-sigmoid")) is None  # the pipeline alone is fine
+    result = reduce_model(graph, "test-opaque-sigmoid", mode="crash", target="x86")
+    assert ops(result.graph) == ["sigmoid"], result.summary()
+    assert result.failure.kind[0] == "BackendError" and "cannot be lowered" in result.failure.message
