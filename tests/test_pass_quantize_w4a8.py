@@ -109,3 +109,18 @@ def test_w4a8_lowered_by_tvm_matches_graph_run():
     step = float(np.abs(want).max()) / 64
     assert np.max(np.abs(np.asarray(got) - want)) <= step
     assert sqnr_db(want, np.asarray(got)) > 30
+
+
+def test_w4a8_file_stores_int4_packed_and_loads_back(tmp_path):
+    from graphopt.storage import load_compressed
+
+    graph = _import("fx", mlp(), (torch.from_numpy(X),))
+    sizes = {}
+    for bits in (8, 4):
+        g = quantize(graph, f"quantize{{weights-bits={bits}}}").graph
+        path = g.save_compressed(tmp_path / f"w{bits}a8.gopt", entropy=False)
+        sizes[bits] = path.stat().st_size
+        back = load_compressed(path)
+        np.testing.assert_array_equal(back.run([X])[0], g.run([X])[0])
+    weights = 64 * 256 + 10 * 64
+    assert sizes[8] - sizes[4] >= 0.45 * weights  # half a byte saved per weight (two int4 per byte)

@@ -90,9 +90,14 @@ class StreamReader:
             raise StorageError(f"{len(self.blob) - self.position} bytes of streams follow the last record")
 
 
+SUB_BYTE_INTEGERS = {"int4": np.int8, "uint4": np.uint8}
+
+
 def put_values(w: StreamWriter, flat: np.ndarray) -> dict:
     """A 1-d array as streams; the spec says how to read them back given the count and dtype."""
     flat = np.ascontiguousarray(flat).reshape(-1)
+    if flat.dtype.name in SUB_BYTE_INTEGERS:  # ml_dtypes' int4/uint4 (numpy kind "V"): coded as the integers they are
+        flat = flat.astype(SUB_BYTE_INTEGERS[flat.dtype.name])
     spec: dict = {}
     if flat.dtype.kind in "biu":
         lo = int(flat.min()) if flat.size else 0
@@ -117,6 +122,8 @@ def get_values(r: StreamReader, spec: dict, count: int, dtype: np.dtype, where: 
             raise StorageError(f"{where}: {bits}-bit integers")
         offset = r.symbols(count, bits) if bits else np.zeros(count, dtype=np.uint64)
         wrapped = offset + np.uint64(int(spec["min"]) % (1 << 64))
+        if dtype.name in SUB_BYTE_INTEGERS:
+            return wrapped.astype(np.int64).astype(dtype)
         return wrapped.astype(dtype) if dtype.kind != "b" else wrapped.astype(bool)
     if spec["k"] == "p":
         planes = np.stack([r.symbols(count, 8).astype(np.uint8) for _ in range(dtype.itemsize)], axis=1)
