@@ -25,7 +25,7 @@ import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,11 +89,11 @@ class CheckReport:
     pipeline: str
     results: tuple[BudgetResult, ...]
     seconds: float = 0.0
-    notes: tuple[str, ...] = field(default=())
+    error: str | None = None  # the run itself failed (a pass, the model, a build): nothing was measured
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        return self.error is None and all(r.passed for r in self.results)
 
     @property
     def broken(self) -> list[BudgetResult]:
@@ -121,13 +121,14 @@ class CheckReport:
         return "\n".join([head, *(f"  {r.line()}" for r in self.broken)]) if self.broken else ""
 
     def junit_xml(self) -> str:
-        """JUnit XML: one testsuite, one testcase per budget (a failure element when broken)."""
+        """JUnit XML: one testsuite, one testcase per budget (a failure element when broken); a run that
+        failed is one testcase 'pipeline' with an error element."""
         suite = ET.Element(
             "testsuite",
             name="graphopt check",
-            tests=str(len(self.results)),
+            tests=str(len(self.results) or int(self.error is not None)),
             failures=str(len(self.broken)),
-            errors="0",
+            errors=str(int(self.error is not None)),
             skipped="0",
             time=f"{self.seconds:.3f}",
         )
@@ -135,6 +136,10 @@ class CheckReport:
         for key, value in (("model", self.model), ("pipeline", self.pipeline)):
             ET.SubElement(props, "property", name=key, value=value)
         classname = f"graphopt.check.{os.path.basename(self.model) or self.model}"
+        if self.error is not None:
+            case = ET.SubElement(suite, "testcase", classname=classname, name="pipeline", time=f"{self.seconds:.3f}")
+            error = ET.SubElement(case, "error", message=self.error.splitlines()[0], type="CheckError")
+            error.text = self.error
         for r in self.results:
             case = ET.SubElement(suite, "testcase", classname=classname, name=r.name, time=f"{r.seconds:.3f}")
             if not r.passed:
@@ -180,7 +185,7 @@ def check_model(
     from graphopt.defaults import pipeline_text
     from graphopt.passes import Pipeline
 
-    _check_options(min_sqnr_db, max_abs_diff, max_accuracy_drop, accuracy, max_latency_ms, target, samples)
+    check_options(min_sqnr_db, max_abs_diff, max_accuracy_drop, accuracy, max_latency_ms, target, samples)
     pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline.parse(pipeline_text(pipeline))
     say = log or (lambda message: None)
     start = time.perf_counter()
@@ -316,7 +321,8 @@ def measure_latency_ms(graph: "Graph", target: Any, *, warmup: int = 3, min_runs
     return float(np.median(times)), len(times)
 
 
-def _check_options(min_sqnr_db, max_abs_diff, max_accuracy_drop, accuracy, max_latency_ms, target, samples) -> None:
+def check_options(min_sqnr_db, max_abs_diff, max_accuracy_drop, accuracy, max_latency_ms, target, samples) -> None:
+    """GraphoptError naming the option when budgets and their companions do not fit together."""
     if max_accuracy_drop is not None and accuracy is None:
         raise GraphoptError(f"--max-accuracy-drop needs --accuracy DATASET (one of {', '.join(ACCURACY_DATASETS)})")
     if accuracy is not None and accuracy not in ACCURACY_DATASETS:

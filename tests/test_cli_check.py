@@ -149,3 +149,13 @@ def test_report_lines_and_junit_of_a_nan_measurement():
     report = CheckReport("m.onnx", "quantize", (r,))
     assert not report.passed and "BROKEN (not a number)" in report.table()
     assert 'failures="1"' in report.junit_xml()
+
+
+def test_a_run_that_fails_still_writes_junit_with_an_error(tmp_path, capsys):
+    xml = tmp_path / "check.xml"
+    rc, out, err = cli(capsys, "check", tmp_path / "absent.onnx", "--min-sqnr", 20, "--junit", xml)
+    assert rc == 1 and out == "" and "absent.onnx" in err
+    suite = junit(xml)
+    assert (suite.get("tests"), suite.get("errors"), suite.get("failures")) == ("1", "1", "0")
+    error = suite.find("testcase/error")
+    assert error is not None and "absent.onnx" in error.get("message")
