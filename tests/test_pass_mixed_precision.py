@@ -148,3 +148,14 @@ def test_skip_keeps_a_layer_out_of_the_plan_and_unknown_names_are_refused():
     assert out.graph.param("2.weight").data.dtype == np.float32  # linear_1's weight stays float
     with pytest.raises(PassError, match=r"mixed-precision: skip names \['nope'\], which are not nodes"):
         run(graph, "mixed-precision{skip=[nope]}")
+
+
+def test_adaround_refines_the_int4_layers_of_a_plan_in_one_pipeline():
+    from graphopt.passes.weight_qdq import FloatReference
+
+    graph = _import("fx", mlp(), (torch.from_numpy(X),))
+    ctx = PassContext(instruments=[FloatReference()], calibration=CALIB)
+    plain = Pipeline.parse("mixed-precision{budget-sqnr=20}").run(graph, PassContext(calibration=CALIB)).graph
+    out = Pipeline.parse("mixed-precision{budget-sqnr=20},round-adaptive{iterations=50}").run(graph, ctx)
+    assert out.records[1].stats["layers"] == 3  # every quantized layer of the plan, int4 and int8
+    assert calib_sqnr(graph, out.graph) > calib_sqnr(graph, plain)

@@ -154,7 +154,7 @@ def is_float_value(graph: Graph, value: str) -> bool:
 class FloatReference(Instrument):
     """Sets `ctx.reference` to a copy of the graph right before the first quantizing pass (unless one is given)."""
 
-    QUANTIZING = ("quantize", "quantize-weights")
+    QUANTIZING = ("quantize", "quantize-weights", "mixed-precision")
 
     def before_pass(self, pass_, graph, ctx) -> None:
         if ctx.reference is None and pass_.name in self.QUANTIZING:
