@@ -151,6 +151,23 @@ def test_mismatch_reduces_to_the_tanh(model_graph):
         reduce_model(model_graph, "test-tanh-to-relu", mode="crash")
 
 
+@pytest.mark.parametrize(
+    "got, differs",
+    [
+        ([1.0, np.nan, np.inf], False),  # NaN matches NaN, inf the same inf
+        ([1.0, np.nan, -np.inf], True),
+        ([1.0, 0.0, np.inf], True),  # a NaN lost
+        ([1.00005, np.nan, np.inf], False),  # within atol + rtol * max|finite|
+        ([1.01, np.nan, np.inf], True),
+    ],
+)
+def test_mismatch_judges_nan_inf_and_tolerance(got, differs):
+    from graphopt.tools.reduce import _mismatch
+
+    want = [np.array([1.0, np.nan, np.inf], np.float32)]
+    assert (_mismatch(["y"], want, [np.array(got, np.float32)], 1e-4, 1e-4) is not None) == differs
+
+
 def test_cli_writes_a_minimal_model_that_still_fails(model_file, tmp_path, capsys):
     out = tmp_path / "min.onnx"
     rc = main(["--quiet", "reduce", str(model_file), "-p", "test-crash-on-linear-sigmoid", "-o", str(out)])

@@ -103,20 +103,24 @@ def _build(graph: Graph, target) -> None:
 
 
 def _mismatch(names: Sequence[str], want: list[np.ndarray], got: list[np.ndarray], atol, rtol) -> Failure | None:
+    """The first output that differs beyond atol + rtol * max|want| (NaN matches NaN, inf the same inf)."""
     if len(want) != len(got):
         return Failure(("mismatch",), f"mismatch: {len(got)} outputs instead of {len(want)}")
     for name, a, b in zip(names, want, got):
         if a.shape != b.shape:
             return Failure(("mismatch",), f"mismatch: output '{name}' has shape {list(b.shape)}, not {list(a.shape)}")
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
-        if not np.array_equal(np.isnan(a64), np.isnan(b64)):
-            return Failure(("mismatch",), f"mismatch: output '{name}' has NaN where the original has none, or not")
-        finite = ~np.isnan(a64)
-        diff = float(np.max(np.abs(a64 - b64)[finite], initial=0.0))
+        finite = np.isfinite(a64) & np.isfinite(b64)
         bound = atol + rtol * float(np.max(np.abs(a64[finite]), initial=0.0))
-        if diff > bound:
+        with np.errstate(invalid="ignore"):
+            same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64)) | (finite & (np.abs(a64 - b64) <= bound))
+        if not same.all():
+            diff = float(np.max(np.abs(a64[finite] - b64[finite]), initial=0.0))
+            special = int((~same & ~finite).sum())
+            extra = f", {special} NaN/inf entries differ" if special else ""
             return Failure(
-                ("mismatch",), f"mismatch: output '{name}' differs by max abs {diff:.3g} (tolerance {bound:.3g})"
+                ("mismatch",),
+                f"mismatch: output '{name}' differs by max abs {diff:.3g} (tolerance {bound:.3g}){extra}",
             )
     return None
 
