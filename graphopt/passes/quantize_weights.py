@@ -16,8 +16,9 @@ over [min(w, 0), max(w, 0)]. A weight read by several nodes is quantized once.
 `requantize=true` also re-quantizes weights that are already dequantized from
 a wider integer type per output channel (what `quantize` writes: int8 on axis 0)
 to `bits`, from their dequantized values (a second rounding of at most half an
-int8 step), and rescales a conv/linear int32 bias to the new s_x * s_w. That
-gives W4A8: `quantize,quantize-weights{bits=4 scales=per-channel requantize=true}`.
+int8 step), and rescales a conv/linear int32 bias to the new s_x * s_w: W4A8
+with group-wise 4-bit scales, `quantize,quantize-weights{bits=4 requantize=true}`
+(per-channel W4A8 with one rounding is `quantize{weights-bits=4}`).
 Otherwise a weight that already feeds a dequantize is left alone, so a second run
 changes nothing.
 
