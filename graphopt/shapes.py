@@ -132,10 +132,9 @@ def apply_to_onnx(model, shapes: InputShapes | None, dynamic_batch: bool = False
                 entry.dim_param = d
             else:
                 entry.dim_value = d
-    for vi in copy.graph.output:  # re-derived from the new inputs
+    for vi in copy.graph.output:  # re-derived from the new inputs (the rank stays)
         for entry in vi.type.tensor_type.shape.dim:
-            if entry.HasField("dim_param"):
-                entry.ClearField("dim_param")
+            entry.Clear()
     return copy
 
 

@@ -121,3 +121,16 @@ def test_a_module_traced_with_a_symbolic_batch_keeps_it_through_the_default_pipe
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
     with pytest.raises(GraphoptError, match="input .x. has size 16 on axis 2"):
         import_model(model, (torch.randn(2, 3, 16, 16),), input_shapes={"x": (2, 3, 8, 8)})
+
+
+def test_cli_opt_and_show_take_input_shapes(dynamic_onnx, tmp_path, capsys):
+    out = tmp_path / "static.onnx"
+    assert main(["-q", "opt", str(dynamic_onnx), "--input-shape", "x:4x3x16x16", "-o", str(out)]) == 0
+    assert load_onnx(out).type_of("x").shape == (4, 3, 16, 16)
+    capsys.readouterr()
+    assert main(["show", str(out), "--dynamic-batch"]) == 0
+    assert "%x: f32[N,3,16,16]" in capsys.readouterr().out
+    assert main(["show", str(out), "--input-shape", "x:4x3x16"]) == 1
+    assert "input 'x' has 4 dims 4x3x16x16; the shape given has 3" in capsys.readouterr().err
+    assert main(["show", str(out), "--input-shape", "x:4x3x16x16", "--input-shape", "x:1x3x16x16"]) == 1
+    assert "names input 'x' twice" in capsys.readouterr().err
