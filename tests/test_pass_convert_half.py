@@ -7,7 +7,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from graphopt.errors import GraphoptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.types import TensorType
 from graphopt.passes import Pipeline
@@ -88,7 +87,8 @@ def test_overflowing_parameter_is_counted():
 # --- models: torch, onnxruntime, TVM -----------------------------------------------------
 
 # lower bounds, dB; measured (torch / onnxruntime / TVM): fp16 digits 75/72/65, vit 58/61/45;
-# bf16 digits 53/-/57, vit 40/-/44 (TVM accumulates fp16 matmuls in fp16: the lowest)
+# bf16 digits 53/-/57, vit 40/-/44 (TVM accumulates fp16 matmuls in fp16: the lowest; onnxruntime ran no
+# bfloat16 model when measured)
 MIN_SQNR = {"float16": 40.0, "bfloat16": 30.0}
 
 
@@ -126,7 +126,7 @@ def test_fp16_runs_in_torch_onnxruntime_and_tvm(models, model_name, run_checked)
         assert sqnr_db(ref[0], y) >= MIN_SQNR["float16"], where
 
 
-def test_bf16_runs_in_torch_and_tvm_not_onnxruntime(models, run_checked):
+def test_bf16_runs_in_torch_onnxruntime_and_tvm(models, run_checked):
     tvm_compiled = pytest.importorskip("graphopt.backends.tvm.compiled")
     g, x, ref = models["digits_cnn"]
     out, _ = run_checked(g, x, "convert-bf16")
@@ -134,6 +134,7 @@ def test_bf16_runs_in_torch_and_tvm_not_onnxruntime(models, run_checked):
     assert sqnr_db(ref[0], h.run(x)[0]) >= MIN_SQNR["bfloat16"]
     y = tvm_compiled.compile_graph(h, "x86")(*x)
     assert sqnr_db(ref[0], y[0] if isinstance(y, list) else y) >= MIN_SQNR["bfloat16"]
-    # ONNX's Conv takes no bfloat16 before opset 22 (and onnxruntime's CPU kernels have none)
-    with pytest.raises(GraphoptError, match="bfloat16"):
-        h.to_onnx()
+    # ONNX's Conv takes no bfloat16 before opset 22 and onnxruntime's CPU kernels have none: the emitter
+    # computes bfloat16 ops in float32 between casts (graphopt/emit/onnx_bf16.py)
+    sess = ort.InferenceSession(h.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sqnr_db(ref[0], sess.run(None, dict(zip(h.inputs, x)))[0]) >= MIN_SQNR["bfloat16"]
