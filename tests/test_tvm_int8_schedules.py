@@ -138,7 +138,8 @@ CONV_CASES = [
         "Conv2dInt8",
     ),
     ("u8-odd-channels", (1, 3, 11, 10), "uint8", (24, 3, 3, 3), dict(padding=1), "uint8", "Conv2dNCHW"),
-    ("u8-out-not-16", (1, 8, 7, 7), "uint8", (20, 8, 3, 3), dict(padding=1), "uint8", "Conv2dNCHW"),
+    ("u8-out-not-8", (1, 8, 7, 7), "uint8", (20, 8, 3, 3), dict(padding=1), "uint8", "Conv2dNCHW"),
+    ("u8-out-24-ymm-stride2", (2, 16, 9, 7), "uint8", (24, 16, 3, 3), dict(padding=1, stride=2), None, "Conv2dInt8"),
     ("i8-on-x86", (1, 16, 8, 8), "int8", (32, 16, 3, 3), dict(padding=1), "int8", "Conv2dNCHW"),
     (
         "u8-depthwise",
@@ -212,6 +213,7 @@ MATMUL_CASES = [
     ("u8-no-epilogue", (3, 16), "uint8", (16, 16), None, "MatmulInt8"),
     ("u8-odd-k", (4, 37), "uint8", (37, 32), "int8", "Matmul"),
     ("u8-odd-n", (4, 32), "uint8", (32, 23), "int8", "Matmul"),
+    ("u8-n-24-ymm", (5, 32), "uint8", (32, 24), "uint8", "MatmulInt8"),
     ("i8-on-x86", (4, 32), "int8", (32, 32), "int8", "Matmul"),
 ]
 
@@ -244,6 +246,11 @@ def test_x86_assembly_uses_vpdpbusd():
     for mod in (conv, linear):
         asm = _llvm_asm(build(mod, X86))
         assert re.search(r"vpdpbusd\s+[^\n]*%zmm", asm), "no 512-bit vpdpbusd in the scheduled kernels"
+    # 24 output channels: the 256-bit form
+    conv24 = conv_module((1, 16, 9, 7), "uint8", _weight((24, 16, 3, 3)))
+    for mod in (conv24, matmul_module((4, 32), "uint8", _weight((32, 24)))):
+        asm = _llvm_asm(build(mod, X86))
+        assert re.search(r"vpdpbusd\s+[^\n]*%ymm", asm), "no 256-bit vpdpbusd for 24 channels"
 
 
 def test_arm_dotprod_assembly_uses_sdot():

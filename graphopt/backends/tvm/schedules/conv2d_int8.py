@@ -5,7 +5,7 @@ block ``SSSSRRR`` summing ``int32(x) * int32(w)`` with x uint8 (x86) or int8
 (aarch64), w a constant int8 ``[F, C, KH, KW]`` parameter, an int32
 accumulator, optionally a padding block before and the requantisation
 epilogue after. Output channels (per group) must be a multiple of the
-instruction's lanes (16 / 4) and input channels per group a multiple of 4;
+instruction's lanes (x86: 16, or 8 on ymm; aarch64: 4) and input channels per group a multiple of 4;
 other shapes go on to the generic rules.
 
 Layouts, all inside the kernel (its inputs and outputs stay NCHW):
@@ -60,14 +60,14 @@ def _int8_conv(sch: s_tir.Schedule, target: Target):
     if len(block.reads) != 2 or len(block.writes) != 1 or str(block.writes[0].source.dtype) != "int32":
         return None
     data, weight = (r.source for r in block.reads)
-    dot = dot_product_for(target, str(data.dtype), str(weight.dtype))
-    if dot is None:
-        return None
     loops = sch.get_loops(info.rv)
     sizes = [extent(sch, lp) for lp in loops]
     if any(s is None for s in sizes):
         return None
     _, f, _, _, rc, ry, rx = sizes
+    dot = dot_product_for(target, str(data.dtype), str(weight.dtype), f)
+    if dot is None:
+        return None
     if f % dot.lanes or rc % dot.reduce or [int(d) for d in weight.shape] != [f, rc, ry, rx]:
         return None
     if not _is_param(sch, weight):

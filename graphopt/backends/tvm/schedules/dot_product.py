@@ -1,7 +1,8 @@
 """The target's int8 dot-product instruction, as a TVM tensor intrinsic the integer rules tensorize with.
 
 - x86 with AVX-512 VNNI: ``vpdpbusd`` on zmm, u8 x s8, 16 x 4
-  (``graphopt_dot_16x4_vnni``);
+  (``graphopt_dot_16x4_vnni``), and on ymm, 8 x 4 (``graphopt_dot_8x4_vnni``,
+  AVX-512VL) for output channels a multiple of 8 but not of 16;
 - aarch64 with dotprod: ``sdot`` on v.4s, s8 x s8, 4 x 4 (``graphopt_dot_4x4_sdot``).
 
 Each computes ``C[i] += sum_k A[k] * B[i, k]`` for ``lanes`` int32 outputs
@@ -28,8 +29,9 @@ from tvm.script import tirx as T
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_cpu_features, llvm_version_major
 
-# vpdpbusd's byte operands: <64 x i8> from LLVM 21 on, <16 x i32> before.
+# vpdpbusd's byte operands: <64 x i8> (zmm) / <32 x i8> (ymm) from LLVM 21 on, <16 x i32> / <8 x i32> before.
 _VNNI_BYTES = "int8x64" if llvm_version_major() >= 21 else "int32x16"
+_VNNI_BYTES_256 = "int8x32" if llvm_version_major() >= 21 else "int32x8"
 
 
 def _dot_desc(lanes: int, a_dtype: str):
@@ -69,6 +71,25 @@ def _vnni_16x4_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
 
 
 @T.prim_func(s_tir=True)
+def _vnni_8x4_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+    B = T.match_buffer(b, (8, 4), "int8", offset_factor=1)
+    C = T.match_buffer(c, (8,), "int32", offset_factor=1)
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+        T.writes(C[0:8])
+        a4 = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype=_VNNI_BYTES_256)
+        b4 = T.reinterpret(B.vload([0, 0], dtype="int8x32"), dtype=_VNNI_BYTES_256)
+        C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
+            C.vload([0], dtype="int32x8"),
+            a4,
+            b4,
+            dtype="int32x8",
+        )
+
+
+@T.prim_func(s_tir=True)
 def _sdot_4x4_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
     A = T.match_buffer(a, (4,), "int8", offset_factor=1)
     B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
@@ -87,8 +108,10 @@ def _sdot_4x4_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
 
 
 VNNI_16x4_INTRIN = "graphopt_dot_16x4_vnni"
+VNNI_8x4_INTRIN = "graphopt_dot_8x4_vnni"
 SDOT_4x4_INTRIN = "graphopt_dot_4x4_sdot"
 TensorIntrin.register(VNNI_16x4_INTRIN, _dot_desc(16, "uint8"), _vnni_16x4_impl, override=True)
+TensorIntrin.register(VNNI_8x4_INTRIN, _dot_desc(8, "uint8"), _vnni_8x4_impl, override=True)
 TensorIntrin.register(SDOT_4x4_INTRIN, _dot_desc(4, "int8"), _sdot_4x4_impl, override=True)
 
 
@@ -105,6 +128,7 @@ class DotProduct:
 
 
 VNNI_512 = DotProduct(VNNI_16x4_INTRIN, "uint8", "int8", 16, accumulators=24)
+VNNI_256 = DotProduct(VNNI_8x4_INTRIN, "uint8", "int8", 8, accumulators=24)
 ARM_SDOT = DotProduct(SDOT_4x4_INTRIN, "int8", "int8", 4, accumulators=24)
 
 
@@ -121,9 +145,18 @@ def dot_product(target: Target) -> DotProduct | None:
     return None
 
 
-def dot_product_for(target: Target, data_dtype: str, weight_dtype: str) -> DotProduct | None:
-    """The target's dot product when it takes these operand dtypes, else None."""
+def dot_product_for(
+    target: Target, data_dtype: str, weight_dtype: str, channels: int | None = None
+) -> DotProduct | None:
+    """The target's dot product when it takes these operand dtypes, else None.
+
+    With ``channels`` (output channels) not a multiple of its lanes, the narrower form that fits them
+    (x86: the ymm ``vpdpbusd`` for multiples of 8), if the target has one.
+    """
     dot = dot_product(target)
     if dot is None or (dot.data_dtype, dot.weight_dtype) != (data_dtype, weight_dtype):
         return None
+    if channels is not None and channels % dot.lanes and dot is VNNI_512:
+        if channels % VNNI_256.lanes == 0 and "avx512vl" in set(llvm_get_cpu_features(target)):
+            return VNNI_256
     return dot

@@ -5,7 +5,7 @@ reduction block ``S...SR`` summing ``int32(a[..., i, k]) * int32(b[k, j])``
 with ``a`` uint8 (x86) or int8 (aarch64) and contiguous along ``k``, ``b`` a
 constant int8 ``[K, N]`` parameter read by this block alone, an int32
 accumulator, and the requantisation epilogue after. ``N`` must be a multiple
-of the instruction's lanes (16 / 4) and ``K`` of 4; other shapes, and
+of the instruction's lanes (x86: 16, or 8 on ymm; aarch64: 4) and ``K`` of 4; other shapes, and
 products of two activations (attention), go on to the generic rules.
 
 The weight is packed once at build time as ``[N/L, K/4, L, 4]`` (a block
@@ -84,6 +84,7 @@ class MatmulInt8(GraphoptCPURule):
         if len(readers) != 1 or any(s is None for s in sizes):
             return None
         rows, cols, depth = sizes[-3:]
+        dot = dot_product_for(target, str(a.source.dtype), str(b.source.dtype), cols)
         if cols % dot.lanes or depth % dot.reduce:
             return None
 
