@@ -113,8 +113,9 @@ def test_dynamic_batch_builds_for_arm(dynamic_onnx, tmp_path):
 
 
 def test_a_module_traced_with_a_symbolic_batch_keeps_it_through_the_default_pipeline():
+    torch.manual_seed(0)
     model = SmallCNN().eval()
-    compiled = graphopt.optimize(model, (torch.randn(2, 3, 16, 16),), target="x86", dynamic_batch=True)
+    compiled = graphopt.optimize(model, (torch.randn(1, 3, 16, 16),), target="x86", dynamic_batch=True)
     assert compiled.inputs[0].shape == ("N", 3, 16, 16)
     for batch in (1, 3, 8):
         x = torch.randn(batch, 3, 16, 16)

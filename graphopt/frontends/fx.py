@@ -55,7 +55,7 @@ def trace(
 
     Shapes are the examples' unless `input_shapes` ({"x": ("N", 3, 224, 224)}, by forward's argument
     names) or `dynamic_batch` make a dim symbolic: torch.export then traces it as a `Dim` and the graph
-    keeps the symbol (`graphopt.shapes`; an example batch of at least 2 keeps torch from specializing it).
+    keeps the symbol (`graphopt.shapes`).
     A model left in training mode is traced in eval mode with a UserWarning saying so; the
     model's `training` flags are restored. Raises FrontendError naming the model class when
     torch.export cannot trace it.
@@ -69,8 +69,23 @@ def trace(
 
         names = _argument_names(model, len(example_inputs))
         dynamic = torch_dynamic_shapes(names, [tuple(x.shape) for x in example_inputs], input_shapes, dynamic_batch)
+        example_inputs = _widen_unit_axes(example_inputs, dynamic)
     ep = _export(model, tuple(example_inputs), dynamic)
     return import_exported(ep, name=name or type(model).__name__, symbols=_symbol_names(ep, dynamic))
+
+
+def _widen_unit_axes(examples, dynamic) -> tuple:
+    """torch.export specializes a size-1 axis to 1 even when it is a Dim: such an example is repeated to size 2
+    along that axis (only shapes are traced, so its values do not matter)."""
+    if not dynamic:
+        return tuple(examples)
+    widened = []
+    for x, axes in zip(examples, dynamic):
+        for axis in axes or {}:
+            if isinstance(x, torch.Tensor) and x.shape[axis] == 1:
+                x = torch.cat([x, x], dim=axis)
+        widened.append(x)
+    return (*widened, *examples[len(widened) :])
 
 
 def _argument_names(model: nn.Module, count: int) -> list[str]:
