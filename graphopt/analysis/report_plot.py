@@ -97,7 +97,7 @@ def plot_tradeoff(
         ax.step(xs, ys, where="post", color="black", linestyle="--", linewidth=1, alpha=0.6, zorder=2)
         for i, (x, y) in enumerate(pts):
             color, on = colors[i % len(colors)], i in front
-            ax.scatter([x], [y], s=70 if on else 55, zorder=3, marker=markers[i % len(markers)],
+            ax.scatter([x], [y], s=70 if on else 55, zorder=4 if on else 3, marker=markers[i % len(markers)],
                        color=color if on else "white", edgecolors=color, linewidths=1.5)  # fmt: skip
         ax.margins(x=0.12, y=0.1)
         ax.xaxis.set_major_locator(MaxNLocator(5))
