@@ -17,7 +17,7 @@ from tvm import relax  # noqa: E402
 from graphopt.backends.tvm.compiled import compile_graph  # noqa: E402
 from graphopt.backends.tvm.lower import lower_to_relax  # noqa: E402
 from graphopt.backends.tvm.relax_passes import graphopt_relax_passes  # noqa: E402
-from graphopt.backends.tvm.schedule import legalize  # noqa: E402
+from graphopt.backends.tvm.schedule import build, legalize  # noqa: E402
 from graphopt.backends.tvm.schedules import cpu_rules  # noqa: E402
 from graphopt.backends.tvm.schedules.dot_product import dot_product  # noqa: E402
 from graphopt.backends.tvm.targets import resolve_target  # noqa: E402
@@ -105,3 +105,21 @@ def test_int8_net_matches_reference(target):
     diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
     assert diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 20, diff.max()
     assert len(np.unique(got)) > 4  # not saturated
+
+
+def test_arm_dotprod_builds_with_sdot_and_channel_vectors():
+    """aarch64 with dotprod: int8 data as is (sdot is s8 x s8), the stem padded to 4 channels, sdot in the
+    assembly, the depthwise conv on its integer rule; the build succeeds on this machine."""
+    arm = resolve_target("arm-dotprod")
+    mod = lower_to_relax(int8_net(batch=1))
+    with arm:
+        after = tvm.transform.Sequential(graphopt_relax_passes(arm))(mod)
+    convs = _ops(after)["relax.nn.conv2d"]
+    assert convs[0][0] == ("int8", "int8") and convs[0][1][1] == [16, 4, 7, 7]
+    kernels = [f for _, f in legalize(mod, arm).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    with arm:
+        taken = [type(next(r for r in cpu_rules(arm) if r.apply(f, arm, False))).__name__ for f in kernels]
+    assert "Conv2dInt8" in taken and "DepthwiseConv2dInt8" in taken, taken
+    exe = build(mod, arm)
+    asm = "".join(m.inspect_source("asm") for m in [exe.mod, *exe.mod.imports] if m.kind == "llvm")
+    assert "sdot" in asm
