@@ -39,19 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
     _add_global_options(parser, default=False)
-    # The same flags are accepted after the subcommand; SUPPRESS keeps the value given before it.
-    common = argparse.ArgumentParser(add_help=False)
-    _add_global_options(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"graphopt.cli_commands.{name.replace('-', '_')}")
+        # The same flags are accepted after the subcommand; SUPPRESS keeps the value given before it.
+        # One parent per command: "resolve" (a command may redefine a global flag, e.g. tune's -v)
+        # edits the parent's actions, which must not be shared with other commands.
+        common = argparse.ArgumentParser(add_help=False)
+        _add_global_options(common, default=argparse.SUPPRESS)
         cmd = sub.add_parser(
             name,
             help=module.HELP,
             description=module.__doc__,
             parents=[common],
             formatter_class=argparse.RawDescriptionHelpFormatter,
-            conflict_handler="resolve",  # a command may redefine a global flag (tune's -v) with the same dest
+            conflict_handler="resolve",
         )
         module.add_arguments(cmd)
         cmd.set_defaults(handler=module.run)

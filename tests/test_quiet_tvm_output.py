@@ -70,3 +70,15 @@ def test_cli_verbose_flag_shows_info_logs(capsys, log_path):
     assert main(["passes", "fold-bn"]) == 0  # without -v: quiet again
     logging.getLogger("graphopt").info("hidden")
     assert "hidden" not in capsys.readouterr().err
+
+
+def test_verbose_is_off_unless_asked_for_every_command():
+    from graphopt.cli import build_parser
+    from graphopt.cli_commands import COMMANDS
+
+    parser = build_parser()
+    for name in COMMANDS:
+        action = next(a for a in parser._subparsers._group_actions[0].choices[name]._actions if a.dest == "verbose")
+        assert action.option_strings == ["-v", "--verbose"], name  # a flag, never a positional
+    assert parser.parse_args(["passes"]).verbose is False
+    assert parser.parse_args(["passes", "-v"]).verbose is True
