@@ -122,6 +122,8 @@ def optimize(
     pipeline: pass pipeline text or a Pipeline; None or "default" runs DEFAULT_PIPELINE.
     tune: MetaSchedule trials; records go to (and resume from) the directory `db`.
     db without tune: reuse an existing tuning database for the build.
+    Neither: the tuning records shipped for the bundled models apply where a
+    kernel's workload and the target match (``backends/tvm/shipped.py``).
     verify: check every pass numerically against the graph before it.
     calibration, notice: as in `run_pipeline_on`.
     input_shapes, dynamic_batch: as in `import_model`; with a symbolic batch ("N") one build
@@ -140,7 +142,14 @@ def optimize(
     result, pipe = _run_pipeline(source, pipeline, example_inputs, verify, log, calibration, notice)
     graph = result.graph
     database = _database(graph, tgt, tune, db)
+    shipped = None
+    if db is None:  # no database asked for: graphopt's shipped records, where workload and target match
+        from graphopt.backends.tvm.shipped import shipped_database
+
+        database = shipped = shipped_database(tgt)
     compiled = compile_graph(graph, tgt, database=database, pipeline=str(pipe))
+    if shipped is not None:
+        shipped.report(log, notice)
     if result.changed:
         compiled.comparison = compare_graphs(source, graph)
         logger.info("graphopt.optimize: %s changed the model:\n%s", pipe, compiled.comparison.table())

@@ -654,6 +654,8 @@ def tune(
         measure = _runner(runner, timeout_sec)
         seeds = seed_database([(t.name, t.mod) for t in tasks], target, database, builder, measure, work_dir)
         _count_done(database, tasks, seeds)
+        if _past(deadline):  # seeding took the whole budget
+            return winners(database, seeds)
         contexts = _tune_contexts(tasks, work_dir, seed, verbose)
         for cap, group in plan:
             # round robin from the kernel that costs the model most (default latency x calls),
