@@ -26,8 +26,8 @@ pytest.importorskip("tvm")
 from graphopt.backends.tvm.tuning import RECORD_FILE  # noqa: E402
 
 pytestmark = pytest.mark.slow  # two TVM tuning processes: a minute or more on 2 cores
-TRIALS = 8
-DEADLINE_S = 540
+TRIALS = 4  # the default schedule's record first, then one batch of candidates
+DEADLINE_S = 1800  # per run; a loaded 2-core machine needs minutes per batch
 
 
 def complete_records(db: Path) -> list[str]:
@@ -78,11 +78,13 @@ def test_killed_tune_resumes_without_losing_a_record(tmp_path):
         child.wait()
     assert child.returncode == -signal.SIGKILL
     kept = complete_records(db)
-    assert 1 <= len(kept) < TRIALS
+    assert 1 <= len(kept) <= TRIALS
 
     resumed = subprocess.run(tune_cmd(model, db), capture_output=True, text=True, timeout=DEADLINE_S)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = complete_records(db)
     assert after[: len(kept)] == kept  # every finished record of the killed run, unchanged and first
-    assert len(after) == TRIALS  # the resumed run spent only the budget that was left
+    # as many as an uninterrupted run: the default schedule's record, then TRIALS measured candidates
+    assert len(after) == TRIALS + 1
+    assert f"({TRIALS}/{TRIALS} trials)" in resumed.stderr
     assert f"graphopt compile {model}" in resumed.stdout
