@@ -124,7 +124,8 @@ class Conv2dNCHW(GraphoptCPURule):
         if info.kinds != "SSSSRRR" or not loops_match_iters(sch, info):
             return None
         loops = sch.get_loops(info.rv)
-        if extent(sch, loops[4]) in (None, 1) or any(extent(sch, lp) is None for lp in loops):
+        # loops[0] is the batch: a symbolic batch (one build for every batch size) is only an outer parallel loop
+        if extent(sch, loops[4]) in (None, 1) or any(extent(sch, lp) is None for lp in loops[1:]):
             return None  # depthwise (one input channel per group) has its own rule
         lanes = vector_lanes(target)
         for b in blocks[:main]:

@@ -39,7 +39,8 @@ class DepthwiseConv2dNCHW(GraphoptCPURule):
         if info.kinds not in ("SSSSRRR", "SSSSRR") or not loops_match_iters(sch, info):
             return None
         loops = sch.get_loops(info.rv)
-        if any(extent(sch, lp) is None for lp in loops):
+        # loops[0] is the batch: a symbolic batch (one build for every batch size) is only an outer parallel loop
+        if any(extent(sch, lp) is None for lp in loops[1:]):
             return None
         if info.kinds == "SSSSRRR" and extent(sch, loops[4]) != 1:
             return None  # several input channels per group: the conv2d rule
