@@ -3,13 +3,14 @@
 Each model (batch 1, the default pipeline, as ``graphopt.optimize`` builds
 it) is tuned with MetaSchedule seeded by graphopt's default schedules for
 ``--minutes`` of wall time into ``WORK/<model>-<target>/`` (resumable: a
-rerun continues), then the records that beat the default schedules are
+rerun continues). The records that beat the default schedules, and still do
+when measured again against them, alternately (``export_shipped``), are
 written to ``graphopt/backends/tvm/tuned/<model>-<target>.json.gz``, which
 ``graphopt compile`` / ``graphopt.optimize`` apply when no --db is given and
-the workload and target match. The load average before and after each model
-is printed and stored in the file's note (the budget counts from the
-start of tuning: seeding included, TVM's one-time intrinsic import not): measurements on a busy machine
-are noisy, so retune on an idle one where it matters.
+the workload and target match. The budget counts from the start of tuning
+(seeding included; TVM's one-time intrinsic import not). The load average
+before and after each model is printed and stored in the file's note:
+measurements on a busy machine are noisy, so retune on an idle one.
 
     python scripts/tune_bundled_models.py --minutes 4
     python scripts/tune_bundled_models.py --models resnet18 --minutes 10 --work build/tuning

@@ -34,7 +34,7 @@ from tvm.target import Target
 from graphopt.fileio import atomic_write_bytes
 
 from .targets import TargetSpec, target_fingerprint
-from .tuning_seed import best_records, workload_key
+from .tuning_seed import best_records, mean_ms, read_seeds, record_key, workload_key
 
 __all__ = ["SHIPPED_DIR", "ShippedDatabase", "ShippedFile", "export_shipped", "shipped_database", "shipped_files"]
 
@@ -58,16 +58,32 @@ class ShippedFile:
 
 
 def export_shipped(
-    work_dir: str | os.PathLike, out: str | os.PathLike, *, model: str, target: TargetSpec, note: str = ""
+    work_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    model: str,
+    target: TargetSpec,
+    note: str = "",
+    confirm_rounds: int = 3,
 ) -> int:
-    """Write the winning records of a seeded tuning work dir as a shipped file; returns their number."""
+    """Write the winning records of a seeded tuning work dir as a shipped file; returns their number.
+
+    Each winner is measured again against its kernel's default schedule,
+    alternating, ``confirm_rounds`` times (a measurement on a busy machine
+    favours kernels that use fewer threads); it ships only if its median is
+    still faster.
+    """
     # pylint: disable=import-outside-toplevel
-    from .tuning import _tuning_target, load_database
+    from .tuning import _open_database, _tuning_target, load_database
 
     target = _tuning_target(target)
     database = load_database(work_dir, target)
     if database is None:
         raise ValueError(f"{work_dir} holds no tuning records to ship")
+    if confirm_rounds:
+        database = _confirmed(
+            database, _open_database(Path(work_dir)), read_seeds(Path(work_dir)), target, confirm_rounds
+        )
     with tempfile.TemporaryDirectory() as tmp:
         paths = Path(tmp, "w.json"), Path(tmp, "r.json")
         dump = ms.database.JSONDatabase(str(paths[0]), str(paths[1]), allow_missing=True)
@@ -90,6 +106,49 @@ def export_shipped(
     }
     atomic_write_bytes(out, gzip.compress(json.dumps(body).encode(), mtime=0))
     return len(entries)
+
+
+def _confirmed(
+    winners_db: ms.Database, records: ms.Database, seeds: dict, target: Target, rounds: int
+) -> ms.database.MemoryDatabase:
+    """The winners that stay faster than their default schedule when both are measured again, alternately."""
+    # pylint: disable=import-outside-toplevel
+    import statistics
+
+    from tvm import s_tir
+
+    from .tuning import _builder, _runner
+
+    seed_of = {}
+    for record in records.get_all_tuning_records():
+        if record_key(record) in seeds:
+            seed_of[workload_key(record.workload.mod)] = record
+    builder, runner = _builder(target, 120.0), _runner("local", 120.0)
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name
+    kept = ms.database.MemoryDatabase()
+    for winner in winners_db.get_all_tuning_records():
+        seed = seed_of.get(workload_key(winner.workload.mod))
+        pair = [winner] if seed is None else [winner, seed]
+        times: list[list[float]] = [[] for _ in pair]
+        for _ in range(rounds if seed is not None else 0):
+            mods = []
+            for record in pair:
+                sch = s_tir.Schedule(record.workload.mod)
+                record.trace.apply_to_schedule(sch, remove_postproc=False)
+                mods.append(sch.mod)
+            built = builder.build([ms.builder.BuilderInput(m, target) for m in mods])
+            inputs = [ms.runner.RunnerInput(b.artifact_path, device, r.args_info) for b, r in zip(built, pair)]
+            for slot, future in enumerate(runner.run(inputs)):
+                result = future.result()
+                times[slot].append(mean_ms(result.run_secs) or float("inf"))
+        if seed is not None and statistics.median(times[0]) >= statistics.median(times[1]):
+            log.warning("record for %s not faster when measured again: dropped", winner.workload.mod.get_global_vars())
+            continue
+        workload = kept.commit_workload(winner.workload.mod)
+        kept.commit_tuning_record(
+            ms.database.TuningRecord(winner.trace, workload, winner.run_secs, winner.target, winner.args_info)
+        )
+    return kept
 
 
 def _read(name: str, data: bytes) -> ShippedFile | None:
