@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.report())
     print()
     print(op_count_table(graph, result.graph))
-    print(f"parameters: {graph.num_parameters():,} -> {result.graph.num_parameters():,}")
+    print(f"parameters: {_elements(graph):,} -> {_elements(result.graph):,}")
     if args.print_ir:
         print()
         print(result.graph)
@@ -93,3 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if comparison is not None:
         progress.log(f"before/after:\n{comparison.table()}")
     return 0
+
+
+def _elements(graph) -> int:
+    """Elements of every parameter, trainable or not (quantized int8 weights count too)."""
+    return sum(p.data.size for p in graph.params.values())

@@ -74,6 +74,7 @@ def calibrate_ranges(
         raise CalibrationError(f"samples must be at least 1, got {samples}")
     observers = {v: make_observer(method, dtype=dtype, symmetric=symmetric, percentile=percentile) for v in values}
     seen = count = 0
+    logged = None  # the last progress line logged: a line is logged when its bar grows, and the last one
     with progress_bar(total=samples, desc="calibrate", unit="sample") as bar:
         for count, raw in enumerate(sets, 1):
             feeds = check_calibration_set(graph, raw, count - 1)
@@ -83,10 +84,14 @@ def calibrate_ranges(
             rows = feeds[0].shape[0] if feeds and feeds[0].ndim else 1
             bar.update(min(rows, max(samples - seen, 0)))
             seen += rows
-            if log is not None:
-                log(_progress(count, seen, samples))
+            line = _progress(count, seen, samples)
+            if log is not None and (logged is None or _bar(line) != _bar(logged) or seen >= samples):
+                log(line)
+                logged = line
             if seen >= samples:
                 break
+    if log is not None and count and logged != (line := _progress(count, seen, samples)):
+        log(line)
     if count == 0:
         raise CalibrationError("the calibration set is empty: no input set was given")
     ranges = {}
@@ -96,6 +101,10 @@ def calibrate_ranges(
         except ValueError as e:
             raise CalibrationError(f"value '%{v}': {e} during calibration (every value was NaN or inf)") from None
     return CalibrationRun(ranges, count, seen)
+
+
+def _bar(line: str) -> str:
+    return line[: line.index("]")]
 
 
 def _progress(sets: int, seen: int, samples: int, width: int = 24) -> str:
