@@ -12,7 +12,7 @@ first, and a build applies a tuned record only where it beat that, so tuning
 never makes a kernel slower than the untuned build. --budget-minutes stops on
 wall time (between measurement batches; finished records kept, a rerun
 resumes). One progress line per batch on stderr names the graph values a
-kernel computes; MetaSchedule's own log is in DIR/logs (-v shows it).
+kernel computes; MetaSchedule's own log is in DIR/logs (global -v shows it).
 
 Examples:
   graphopt tune model.onnx --target x86 --db tuning/ --trials 256
@@ -38,7 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget-minutes", type=float, metavar="M", help="stop after M minutes of wall time (with or without --trials)"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show MetaSchedule's own log on stderr")
     add_target_arguments(parser)
     parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure through this RPC tracker")
     parser.add_argument("--rpc-key", default=None, metavar="KEY", help="device key at the tracker")
