@@ -91,11 +91,6 @@ def test_round_trips_as_text():
     assert Pipeline.parse(str(p)) == p and p.passes[0].weights_bits == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TVM x86 returns linear_1 as [1, 64, 4, 10] instead of [4, 10] for this MLP after plain int8 `quantize` "
-    "too (the integer matmul path, not int4)",
-)
 def test_w4a8_lowered_by_tvm_matches_graph_run():
     pytest.importorskip("tvm")
     from graphopt.backends.tvm.compiled import compile_graph

@@ -241,3 +241,21 @@ def test_integer_conv_runs_on_emulated_aarch64():
     want = b.g.run([xi])[0]
     assert got.dtype == want.dtype == np.uint8
     assert np.max(np.abs(got.astype(np.int64) - want.astype(np.int64))) <= 1
+
+
+def test_quantized_mlp_with_a_2d_batch_keeps_its_output_shape():
+    """A bias of a 2-d integer matmul broadcasts over its last axis (it was reshaped like a conv's:
+    [4, 64] + [1, 64, 1, 1] gave [1, 64, 4, 64])."""
+    import torch
+
+    import graphopt
+    from graphopt.passes import PassContext, Pipeline
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5)).eval()
+    x = np.random.default_rng(0).standard_normal((4, 32)).astype("float32")
+    q = Pipeline.parse("quantize").run(graphopt.trace(mlp, (torch.from_numpy(x),)), PassContext()).graph
+    got = np.asarray(compile_graph(q, "x86")(x))
+    want = q.run([x])[0]
+    assert got.shape == (4, 5)
+    np.testing.assert_allclose(got, want, atol=float(np.abs(want).max()) / 32)

@@ -196,7 +196,8 @@ class _Product:
 
     def per_channel(self, v: np.ndarray) -> np.ndarray:
         """A vector of one value per output channel, shaped to broadcast against the output."""
-        return v.reshape(1, -1, 1, 1) if self.channel_axis == 1 else v.reshape(-1)
+        # by op, not by axis: a 2-d matmul's channel axis is 1 too
+        return v.reshape(1, -1, 1, 1) if self.call.op.name == "relax.nn.conv2d" else v.reshape(-1)
 
 
 def _product(expr: relax.Expr, var2val: dict) -> _Product | None:
