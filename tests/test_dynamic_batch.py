@@ -164,3 +164,14 @@ def test_conv_and_depthwise_rules_schedule_a_symbolic_batch_and_it_runs_right():
     for batch in (1, 3):
         x = rng.standard_normal((batch, 8, 10, 10)).astype(np.float32)
         np.testing.assert_allclose(compiled(x), g.run([x])[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("command", ["check", "reduce"])
+def test_check_and_reduce_take_input_shapes_and_name_a_wrong_one(dynamic_onnx, tmp_path, capsys, command):
+    tail = ["--min-sqnr", "40"] if command == "check" else ["-o", str(tmp_path / "min.onnx")]
+    args = [command, str(dynamic_onnx), "-p", "fold-bn", *tail, "--input-shape", "x:2x4x16x16"]
+    assert main(["-q", *args]) == 1
+    assert "input 'x' has size 3 on axis 1" in capsys.readouterr().err
+    if command == "check":
+        assert main(["-q", *args[:-1], "x:2x3x16x16"]) == 0
+        assert "1 of 1 budgets kept" in capsys.readouterr().out

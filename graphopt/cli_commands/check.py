@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 
 from graphopt.cli_commands.calibration import add_calib_argument
+from graphopt.cli_commands.common import add_shape_arguments
 from graphopt.cli_commands.pipeline_arg import PIPELINE_HELP
 
 HELP = "run a pipeline and fail when SQNR, accuracy or latency budgets are broken (CI)"
@@ -27,6 +28,7 @@ HELP = "run a pipeline and fail when SQNR, accuracy or latency budgets are broke
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="MODEL", help="ONNX model (or torch.export .pt2) to check")
+    add_shape_arguments(parser)
     parser.add_argument("-p", "--pipeline", default=None, metavar="PIPELINE", help=PIPELINE_HELP)
     budgets = parser.add_argument_group("budgets (each measured against the original model)")
     budgets.add_argument("--min-sqnr", type=float, metavar="DB", help="lowest SQNR of any output, in dB")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from graphopt.check import CheckReport, check_options
-    from graphopt.cli_commands.common import load_model
+    from graphopt.cli_commands.common import load_model, shape_options
     from graphopt.cli_commands.pipeline_arg import parse_pipeline_argument
     from graphopt.errors import GraphoptError
     from graphopt.fileio import check_output_path
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.junit is not None:
         check_output_path(args.junit)
     try:
-        graph = load_model(args.input)
+        graph = load_model(args.input, **shape_options(args))
         inputs = None
         if args.inputs is not None:
             inputs = _load_inputs(args.inputs, graph)

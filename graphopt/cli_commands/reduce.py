@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 
+from graphopt.cli_commands.common import add_shape_arguments
+
 HELP = "shrink a model to a minimal graph on which a pipeline fails (crash or mismatch)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="MODEL", help="ONNX model (or torch.export .pt2) the pipeline fails on")
+    add_shape_arguments(parser)
     parser.add_argument("-p", "--pipeline", required=True, metavar="PIPELINE", help="the failing pass pipeline")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="minimal model to write")
     parser.add_argument("--mode", choices=("crash", "mismatch"), default="crash", help="what failing means")
@@ -34,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphopt.cli_commands.common import load_model
+    from graphopt.cli_commands.common import load_model, shape_options
     from graphopt.defaults import pipeline_text
     from graphopt.fileio import check_output_path
     from graphopt.passes import Pipeline
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         from graphopt.backends.tvm.targets import resolve_target
 
         resolve_target(args.target)
-    graph = load_model(args.input)
+    graph = load_model(args.input, **shape_options(args))
     result = reduce_model(
         graph,
         pipeline,
