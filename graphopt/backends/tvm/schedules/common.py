@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
@@ -123,6 +124,23 @@ def single_main_reduction(sch: s_tir.Schedule) -> tuple[int, list[BlockInfo]] | 
     if len(found) != 1 or not blocks[found[0]].is_reduction:
         return None
     return found[0], blocks
+
+
+def main_reduction(sch: s_tir.Schedule, accepts: Callable[[str], bool]) -> tuple[int, list[BlockInfo]] | None:
+    """The one reduction block's index and the root blocks (side inputs inlined, see below) when
+    ``accepts`` its iteration kinds (e.g. "SSSSRRR") and its loops match its iterators; else None."""
+    found = single_main_reduction(sch)
+    if found is None:
+        return None
+    main, blocks = inline_side_inputs(sch, *found)
+    if not accepts(blocks[main].kinds) or not loops_match_iters(sch, blocks[main]):
+        return None
+    return main, blocks
+
+
+def is_param(sch: s_tir.Schedule, buffer) -> bool:
+    """Whether ``buffer`` is a parameter of the kernel (not made by a block inside it)."""
+    return any(p.same_as(buffer) for p in sch.mod["main"].params)
 
 
 def inline_side_inputs(sch: s_tir.Schedule, main: int, blocks: list[BlockInfo]) -> tuple[int, list[BlockInfo]]:

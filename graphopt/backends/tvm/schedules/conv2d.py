@@ -22,12 +22,10 @@ from .common import (
     GraphoptCPURule,
     extent,
     inline_epilogue,
-    inline_side_inputs,
     largest_divisor,
-    loops_match_iters,
+    main_reduction,
     parallel_vectorize_spatial,
     root_blocks,
-    single_main_reduction,
     vector_lanes,
 )
 
@@ -116,13 +114,11 @@ class Conv2dNCHW(GraphoptCPURule):
     name = "conv2d"
 
     def schedule(self, sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
-        found = single_main_reduction(sch)
+        found = main_reduction(sch, lambda kinds: kinds == "SSSSRRR")
         if found is None:
             return None
-        main, blocks = inline_side_inputs(sch, *found)
+        main, blocks = found
         info = blocks[main]
-        if info.kinds != "SSSSRRR" or not loops_match_iters(sch, info):
-            return None
         loops = sch.get_loops(info.rv)
         # loops[0] is the batch: a symbolic batch (one build for every batch size) is only an outer parallel loop
         if extent(sch, loops[4]) in (None, 1) or any(extent(sch, lp) is None for lp in loops[1:]):

@@ -31,31 +31,24 @@ from .common import (
     GraphoptCPURule,
     extent,
     inline_epilogue,
-    inline_side_inputs,
+    is_param,
     largest_divisor,
-    loops_match_iters,
+    main_reduction,
     parallel_vectorize_spatial,
     root_blocks,
-    single_main_reduction,
     vector_lanes,
 )
 from .conv2d import LAYOUT_REWRITE_PREPROC
 from .dot_product import DotProduct, dot_product_for
 
 
-def _is_param(sch: s_tir.Schedule, buffer) -> bool:
-    return any(p.same_as(buffer) for p in sch.mod["main"].params)
-
-
 def _int8_conv(sch: s_tir.Schedule, target: Target):
     """(main index, blocks, intrinsic) when the kernel is an integer conv the target's dot product fits."""
-    found = single_main_reduction(sch)
+    found = main_reduction(sch, lambda kinds: kinds == "SSSSRRR")
     if found is None:
         return None
-    main, blocks = inline_side_inputs(sch, *found)
+    main, blocks = found
     info = blocks[main]
-    if info.kinds != "SSSSRRR" or not loops_match_iters(sch, info):
-        return None
     block = sch.get(info.rv)
     if len(block.reads) != 2 or len(block.writes) != 1 or str(block.writes[0].source.dtype) != "int32":
         return None
@@ -70,7 +63,7 @@ def _int8_conv(sch: s_tir.Schedule, target: Target):
         return None
     if f % dot.lanes or rc % dot.reduce or [int(d) for d in weight.shape] != [f, rc, ry, rx]:
         return None
-    if not _is_param(sch, weight):
+    if not is_param(sch, weight):
         return None
     readers = [b for b in root_blocks(sch) if any(r.source.same_as(weight) for r in sch.get(b.rv).reads)]
     if len(readers) != 1:
@@ -90,13 +83,13 @@ def schedule_int8_conv(sch: s_tir.Schedule, main_index: int, blocks, dot: DotPro
     epilogue = inline_epilogue(sch, blocks, main_index)
     lane, red = dot.lanes, dot.reduce
     data = sch.get(main).reads[0].source
-    if _is_param(sch, data):  # no padding block: copy the input into the packed layout
+    if is_param(sch, data):  # no padding block: copy the input into the packed layout
         sch.cache_read(main, 0, "global")
     sch.transform_layout(main, ("read", 0), lambda n, c, h, w: (n, c // red, h, w, c % red))
     packing = sch.cache_read(main, 1, "global")
     sch.transform_layout(main, ("read", 1), lambda f, c, ky, kx: (f // lane, c // red, ky, kx, f % lane, c % red))
     sch.annotate(packing, LAYOUT_REWRITE_PREPROC, True)
-    if _is_param(sch, sch.get(main).writes[0].source):
+    if is_param(sch, sch.get(main).writes[0].source):
         epilogue = sch.cache_write(main, 0, "global")  # the kernel's output keeps its NCHW layout
     sch.transform_layout(main, ("write", 0), lambda n, f, y, x: (n, f // lane, y, x, f % lane))
     for b in root_blocks(sch):  # padding / packing copies of the activations

@@ -16,10 +16,8 @@ from .common import (
     GraphoptCPURule,
     extent,
     inline_epilogue,
-    inline_side_inputs,
-    loops_match_iters,
+    main_reduction,
     parallel_vectorize_spatial,
-    single_main_reduction,
     vector_lanes,
 )
 from .conv2d import schedule_conv_tile
@@ -31,13 +29,11 @@ class DepthwiseConv2dNCHW(GraphoptCPURule):
     name = "depthwise-conv2d"
 
     def schedule(self, sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
-        found = single_main_reduction(sch)
+        found = main_reduction(sch, lambda kinds: kinds in ("SSSSRRR", "SSSSRR"))
         if found is None:
             return None
-        main, blocks = inline_side_inputs(sch, *found)
+        main, blocks = found
         info = blocks[main]
-        if info.kinds not in ("SSSSRRR", "SSSSRR") or not loops_match_iters(sch, info):
-            return None
         loops = sch.get_loops(info.rv)
         # loops[0] is the batch: a symbolic batch (one build for every batch size) is only an outer parallel loop
         if any(extent(sch, lp) is None for lp in loops[1:]):

@@ -28,12 +28,11 @@ from .common import (
     GraphoptCPURule,
     extent,
     inline_epilogue,
-    inline_side_inputs,
+    is_param,
     largest_divisor,
-    loops_match_iters,
+    main_reduction,
     parallel_vectorize_spatial,
     root_blocks,
-    single_main_reduction,
     vector_lanes,
 )
 from .conv2d import LAYOUT_REWRITE_PREPROC
@@ -43,24 +42,18 @@ _INTEGER = ("int8", "uint8")
 _COLUMNS = 8
 
 
-def _is_param(sch: s_tir.Schedule, buffer) -> bool:
-    return any(p.same_as(buffer) for p in sch.mod["main"].params)
-
-
 def _int8_depthwise(sch: s_tir.Schedule, lanes: int):
     """(main index, blocks, channel vector) when the kernel is an integer depthwise conv this rule takes."""
-    found = single_main_reduction(sch)
+    found = main_reduction(sch, lambda kinds: kinds in ("SSSSRRR", "SSSSRR"))
     if found is None:
         return None
-    main, blocks = inline_side_inputs(sch, *found)
+    main, blocks = found
     info = blocks[main]
-    if info.kinds not in ("SSSSRRR", "SSSSRR") or not loops_match_iters(sch, info):
-        return None
     block = sch.get(info.rv)
     if len(block.reads) != 2 or len(block.writes) != 1 or str(block.writes[0].source.dtype) != "int32":
         return None
     data, weight = (r.source for r in block.reads)
-    if str(data.dtype) not in _INTEGER or str(weight.dtype) != "int8" or not _is_param(sch, weight):
+    if str(data.dtype) not in _INTEGER or str(weight.dtype) != "int8" or not is_param(sch, weight):
         return None
     sizes = [extent(sch, lp) for lp in sch.get_loops(info.rv)]
     if any(s is None for s in sizes):
@@ -83,13 +76,13 @@ def schedule_int8_depthwise(sch: s_tir.Schedule, main_index: int, blocks, vec: i
     """Channel-blocked layouts and the channel-vector tile (see the module docstring)."""
     main = blocks[main_index].rv
     epilogue = inline_epilogue(sch, blocks, main_index)
-    if _is_param(sch, sch.get(main).reads[0].source):  # no padding block: copy the input into the blocked layout
+    if is_param(sch, sch.get(main).reads[0].source):  # no padding block: copy the input into the blocked layout
         sch.cache_read(main, 0, "global")
     sch.transform_layout(main, ("read", 0), lambda n, c, h, w: (n, c // vec, h, w, c % vec))
     packing = sch.cache_read(main, 1, "global")
     sch.transform_layout(main, ("read", 1), lambda f, c, ky, kx: (f // vec, c, ky, kx, f % vec))
     sch.annotate(packing, LAYOUT_REWRITE_PREPROC, True)
-    if _is_param(sch, sch.get(main).writes[0].source):
+    if is_param(sch, sch.get(main).writes[0].source):
         epilogue = sch.cache_write(main, 0, "global")  # the kernel's output keeps its NCHW layout
     sch.transform_layout(main, ("write", 0), lambda n, f, y, x: (n, f // vec, y, x, f % vec))
     last = None if epilogue is None else sch.get(epilogue)

@@ -19,11 +19,9 @@ from .common import (
     GraphoptCPURule,
     extent,
     inline_epilogue,
-    inline_side_inputs,
     largest_divisor,
-    loops_match_iters,
+    main_reduction,
     parallel_vectorize_spatial,
-    single_main_reduction,
     vector_lanes,
 )
 
@@ -34,14 +32,11 @@ class Matmul(GraphoptCPURule):
     name = "matmul"
 
     def schedule(self, sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
-        found = single_main_reduction(sch)
+        found = main_reduction(sch, lambda kinds: len(kinds) >= 3 and kinds == "S" * (len(kinds) - 1) + "R")
         if found is None:
             return None
-        main, blocks = inline_side_inputs(sch, *found)
+        main, blocks = found
         info = blocks[main]
-        spatial = len(info.kinds) - 1
-        if info.kinds != "S" * spatial + "R" or spatial < 2 or not loops_match_iters(sch, info):
-            return None
         if len(sch.get(info.rv).reads) != 2:
             return None
         loops = sch.get_loops(info.rv)

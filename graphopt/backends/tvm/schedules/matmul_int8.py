@@ -27,12 +27,10 @@ from .common import (
     GraphoptCPURule,
     extent,
     inline_epilogue,
-    inline_side_inputs,
     largest_divisor,
-    loops_match_iters,
+    main_reduction,
     parallel_vectorize_spatial,
     root_blocks,
-    single_main_reduction,
     vector_lanes,
 )
 from .conv2d import LAYOUT_REWRITE_PREPROC
@@ -57,14 +55,11 @@ class MatmulInt8(GraphoptCPURule):
     name = "matmul-int8"
 
     def schedule(self, sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
-        found = single_main_reduction(sch)
+        found = main_reduction(sch, lambda kinds: len(kinds) >= 3 and kinds == "S" * (len(kinds) - 1) + "R")
         if found is None:
             return None
-        main, blocks = inline_side_inputs(sch, *found)
+        main, blocks = found
         info = blocks[main]
-        spatial = len(info.kinds) - 1
-        if info.kinds != "S" * spatial + "R" or spatial < 2 or not loops_match_iters(sch, info):
-            return None
         block = sch.get(info.rv)
         if len(block.reads) != 2 or str(block.writes[0].source.dtype) != "int32":
             return None
