@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from graphopt.cli_commands.common import add_shape_arguments
 from graphopt.cli_commands.compile import add_target_arguments
 
 HELP = "tune a model's kernels with MetaSchedule (resumable database)"
@@ -33,6 +34,7 @@ HELP = "tune a model's kernels with MetaSchedule (resumable database)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="IN.onnx", help="model to tune")
+    add_shape_arguments(parser)
     parser.add_argument("--db", required=True, metavar="DIR", help="tuning database directory")
     parser.add_argument("--trials", type=int, metavar="N", help="total trial budget (records already in DIR count)")
     parser.add_argument(
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from graphopt.backends.tvm.targets import resolve_target
     from graphopt.backends.tvm.tuning import RPCConfig, print_progress, tune
     from graphopt.cli_commands.calibration import load_calibration
-    from graphopt.cli_commands.common import load_model, warn
+    from graphopt.cli_commands.common import load_model, shape_options, warn
     from graphopt.errors import GraphoptError
 
     target = resolve_target(args.target)
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if args.rpc_workers < 1:
             raise GraphoptError(f"--rpc-workers must be >= 1, got {args.rpc_workers}")
         runner = RPCConfig(host, int(port), args.rpc_key, max_workers=args.rpc_workers)
-    graph = load_model(args.input)
+    graph = load_model(args.input, **shape_options(args))
     graph, _ = run_pipeline_on(
         graph,
         args.pipeline,
