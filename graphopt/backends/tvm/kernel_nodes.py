@@ -47,7 +47,14 @@ def legalize_with_nodes(mod: IRModule, target: TargetSpec) -> tuple[IRModule, di
     the pairing fails; names are a courtesy, never needed for the build.
     """
     capture = _BeforeFuseTIR()
-    with tvm.transform.PassContext(instruments=[capture]):
+    outer = tvm.transform.PassContext.current()  # keep its settings and instruments, add the capture
+    with tvm.transform.PassContext(
+        opt_level=outer.opt_level,
+        required_pass=list(outer.required_pass),
+        disabled_pass=list(outer.disabled_pass),
+        instruments=[*outer.instruments, capture],
+        config=dict(outer.config),
+    ):
         legal = legalize(mod, target)
     try:
         return legal, _kernel_nodes(capture.mod, legal) if capture.mod is not None else {}

@@ -564,6 +564,8 @@ def _ms_console(verbose: bool) -> Iterator[None]:
     everything; its console handler shows warnings only unless verbose, on stderr (stdout is for results)."""
     # the console handler takes the logger's level and "ext://sys.stdout" when it is made
     logging.getLogger(_MS_LOGGER).setLevel(logging.INFO if verbose else logging.WARNING)
+    # the scheduler's own INFO lines (which task it picks) still reach its file under logs/
+    logging.getLogger(_MS_LOGGER + ".task_scheduler").setLevel(logging.INFO)
     with redirect_stdout(sys.stderr):
         yield
 
