@@ -387,7 +387,7 @@ def test_value_types_and_names():
     wt = g.add_param("fc.weight", rand(4, 8))
     h = g.add_node("linear", [x, wt], name="fc", output_types=[TensorType(("batch", 4))]).output
     g.set_outputs([g.add_node("relu", [h], name="act").output])
-    assert g.values["act"].type is None  # symbolic: the IR leaves it open, ONNX inference types it
+    assert g.values["act"].type == TensorType(("batch", 4), "float32")  # shape inference carries the symbol
     model = emit_onnx(g)
     dims = lambda vi: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]  # noqa: E731
     assert dims(model.graph.input[0]) == ["batch", 8]
