@@ -65,3 +65,24 @@ def check_onnx_emission(graph, inputs: tuple, want: list[np.ndarray], atol: floa
     """to_onnx() runs in onnxruntime and matches torch."""
     feeds = [np.asarray(x) for x in inputs]
     assert_matches(run_onnx(graph.to_onnx(), feeds), want, atol=atol)
+
+
+def check_imported_family(graph, inputs: tuple, want: list[np.ndarray], ops: set[str]) -> None:
+    """Canonical ops only, graph.run and onnxruntime on to_onnx() match torch."""
+    feeds = [np.asarray(x) for x in inputs]
+    check_canonical(graph, ops)
+    assert_matches(graph.run(feeds), want, atol=1e-5)
+    check_onnx_emission(graph, tuple(feeds), want)
+
+
+def check_x86(graph, inputs: tuple, want: list[np.ndarray]) -> None:
+    """optimize(..., target="x86") matches torch to ATOL."""
+    assert_matches(
+        graphopt.optimize(graph, example_inputs=inputs, target="x86")(*[np.asarray(x) for x in inputs]), want
+    )
+
+
+def check_arm_and_cuda_build(graphs: dict, inputs: tuple) -> None:
+    """The traced graph builds for arm, the imported one for cuda."""
+    assert graphopt.optimize(graphs["traced"], example_inputs=inputs, target="arm").is_cross
+    assert graphopt.optimize(graphs["onnx"], example_inputs=inputs, target="cuda").device_kind == "cuda"
